@@ -1,0 +1,92 @@
+"""Saving and loading models: config.json + model.safetensors (+ tokenizer). No pickle."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmzoo.errors import LmzooError
+from lmzoo.io import atomic_directory
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without the tied LM head (safetensors stores no shared tensors)."""
+    state = model.state_dict()
+    if getattr(model.config, "tie_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_pretrained(model, directory: str | Path, tokenizer=None) -> None:
+    with atomic_directory(directory) as tmp:
+        save_file(model_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+
+
+def read_config(directory: str | Path):
+    from lmzoo.registry import get_architecture
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise LmzooError(f"no model directory at '{directory}'; pass a folder written by save_pretrained "
+                         "or a training checkpoint")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise LmzooError(f"'{directory}' has no {CONFIG_FILE}; it is not an lmzoo model directory")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LmzooError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, use an earlier one") from e
+    if not isinstance(data, dict) or "arch" not in data:
+        raise LmzooError(f"{path} names no 'arch'; it is not an lmzoo model config")
+    return get_architecture(data["arch"]).config_cls.from_dict(data)
+
+
+def load_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise LmzooError(f"missing weights file {path}; the checkpoint is incomplete, use an earlier one")
+    try:
+        return load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LmzooError(f"{path} is corrupt or truncated ({e}); re-save it or use an earlier checkpoint") from e
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    expected = set(model_state_dict(model))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise LmzooError(f"{source} does not match architecture '{model.config.arch}' "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was it saved by another model?")
+    for name, tensor in model_state_dict(model).items():
+        if state[name].shape != tensor.shape:
+            raise LmzooError(f"{source}: '{name}' has shape {tuple(state[name].shape)}, the config expects "
+                             f"{tuple(tensor.shape)}; config.json and weights do not belong together")
+    model.load_state_dict(state, strict=False)
+
+
+def load(directory: str | Path, map_location: str = "cpu", expect: type | None = None):
+    """Rebuild a model saved by `save_pretrained` (or a trainer checkpoint directory)."""
+    from lmzoo.registry import get_architecture
+
+    directory = Path(directory)
+    config = read_config(directory)
+    arch = get_architecture(config.arch)
+    if expect is not None and not issubclass(arch.model_cls, expect):
+        raise LmzooError(f"'{directory}' holds a '{config.arch}' model, not a {expect.__name__}; "
+                         "load it with lmzoo.load()")
+    model = arch.model_cls(config)
+    load_state_into(model, load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
+    model.to(map_location)
+    tokenizer_file = directory / "tokenizer.json"
+    if tokenizer_file.is_file():
+        from lmzoo.tokenizers import load_tokenizer
+        model.tokenizer = load_tokenizer(directory)
+    return model.eval()

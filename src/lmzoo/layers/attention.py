@@ -1,0 +1,70 @@
+"""Grouped-query self-attention with RoPE, optional QK-norm and sliding window."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmzoo.layers.kv_cache import KVCache, RingKVCache, causal_mask
+from lmzoo.layers.norm import RMSNorm
+from lmzoo.layers.rotary import RotaryEmbedding
+
+
+def reference_attention(q, k, v, mask=None, is_causal=False):
+    """Explicit softmax attention (the textbook form), for tests and the SDPA comparison."""
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if is_causal:
+        lq, lk = q.shape[-2], k.shape[-2]
+        mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, *, rope_theta: float = 10000.0,
+                 qk_norm: bool = False, window: int | None = None, norm_eps: float = 1e-5):
+        super().__init__()
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise ValueError(f"d_model ({d_model}) must divide by n_heads ({n_heads}), "
+                             f"and n_heads by n_kv_heads ({n_kv_heads})")
+        self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
+        self.head_dim = d_model // n_heads
+        self.window = window
+        kv_dim = n_kv_heads * self.head_dim
+        self.qkv = nn.Linear(d_model, d_model + 2 * kv_dim, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.out.residual_projection = True
+        self.q_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
+        self.rope = RotaryEmbedding(self.head_dim, rope_theta)
+
+    def new_cache(self, capacity: int = 256):
+        return RingKVCache(self.window) if self.window else KVCache(capacity)
+
+    def forward(self, x: torch.Tensor, start: int = 0, cache=None) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
+        q = q.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = self.rope(q, start), self.rope(k, start)
+        mask, is_causal = None, False
+        if cache is not None:
+            k, v, mask = cache.update(k, v, start)
+        elif self.window is not None and self.window < n:
+            pos = torch.arange(n, device=x.device)
+            mask = causal_mask(pos, pos, self.window)
+        else:
+            is_causal = True
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.out(y.transpose(1, 2).reshape(b, n, -1))

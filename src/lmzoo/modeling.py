@@ -1,0 +1,161 @@
+"""The surface every architecture shares: output type, decoding state, and the base LM class.
+
+A subclass builds its layers and implements `backbone(input_ids, state) -> (hidden, aux_loss,
+stats)`; embedding of ids, input checks, the LM head, the shifted loss, the state bookkeeping,
+generation and saving live here once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmzoo.config import ModelConfig
+from lmzoo.errors import LmzooError
+
+
+@dataclass
+class LMOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    aux_loss: torch.Tensor | None = None
+    state: "State | None" = None
+    # Detached 0-d tensors (spike/gate rates, routing fractions); `float(v)` when logging, so
+    # the training loop never syncs with the device just to produce them.
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class State:
+    """Decoding state after `position` tokens: one entry per layer (KV caches, recurrent sums...)."""
+
+    def __init__(self, layers: list[Any], position: int = 0):
+        self.layers = layers
+        self.position = position
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy: position t predicts labels[t+1]; -100 is ignored."""
+    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    target = labels[:, 1:].reshape(-1)
+    # sum / count rather than mean: an all-ignored batch gives 0, not NaN, without a host sync.
+    total = F.cross_entropy(shifted, target, ignore_index=-100, reduction="sum")
+    return total / (target != -100).sum().clamp(min=1)
+
+
+class CausalLM(nn.Module):
+    """Base class of every lmzoo architecture (see the module docstring)."""
+
+    config_cls: type[ModelConfig] = ModelConfig
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        # The trainer checks the dataset's ids once up front and turns this off, so the hot
+        # loop does not sync with the GPU to re-check every batch.
+        self.check_inputs = True
+        self.tokenizer = None
+
+    # ---- to implement -------------------------------------------------------------------
+    def backbone(self, input_ids: torch.Tensor, state: State | None):
+        """Return (hidden [B, L, D], aux_loss scalar tensor or None, stats dict)."""
+        raise NotImplementedError
+
+    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list[Any]:
+        raise NotImplementedError
+
+    # ---- shared ---------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """N(0, init_std) everywhere; residual output projections scaled by 1/sqrt(2 n_layers)."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+        for param in self.parameters():
+            if param.dim() == 3:  # stacked expert weights
+                nn.init.normal_(param, 0.0, std)
+        scaled = std / math.sqrt(2 * self.config.n_layers)
+        for module in self.modules():
+            if getattr(module, "residual_projection", False):
+                nn.init.normal_(module.weight, 0.0, scaled)
+            for param in module.parameters(recurse=False):
+                if getattr(param, "residual_projection", False):
+                    nn.init.normal_(param, 0.0, scaled)
+
+    def init_state(self, batch_size: int = 1, device: torch.device | str | None = None,
+                   capacity: int = 256) -> State:
+        """Empty decoding state; `capacity` is a hint for how many tokens will be cached."""
+        device = torch.device(device) if device is not None else self.embed.weight.device
+        return State(self.init_layer_states(batch_size, device, capacity))
+
+    def check_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if not isinstance(input_ids, torch.Tensor):
+            raise LmzooError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        if input_ids.dim() != 2:
+            raise LmzooError(f"input_ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+        if input_ids.numel() == 0:
+            raise LmzooError("input_ids is empty; pass at least one token per sample")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise LmzooError(f"input_ids must be an integer tensor, got {input_ids.dtype}")
+        if self.check_inputs:
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise LmzooError(
+                    f"token id out of range: ids span [{low}, {high}] but the model's vocab_size is "
+                    f"{self.config.vocab_size}; use the tokenizer the model was trained with")
+        return input_ids
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                state: State | None = None, use_cache: bool = False, logits_to_keep: int = 0) -> LMOutput:
+        input_ids = self.check_input_ids(input_ids)
+        if state is None and use_cache:
+            state = self.init_state(input_ids.shape[0], input_ids.device)
+        hidden, aux_loss, stats = self.backbone(input_ids, state)
+        if state is not None:
+            state.position += input_ids.shape[1]
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = causal_lm_loss(logits, labels.reshape(input_ids.shape))
+            if aux_loss is not None:
+                loss = loss + aux_loss
+        return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss, state=state, stats=stats)
+
+    def num_parameters(self, embedding: bool | None = None) -> int:
+        """All parameters (None), only the embedding/LM head (True) or the rest (False)."""
+        emb_ids = {id(self.embed.weight), id(self.lm_head.weight)}
+        total = 0
+        for p in {id(p): p for p in self.parameters()}.values():
+            is_emb = id(p) in emb_ids
+            if embedding is None or embedding == is_emb:
+                total += p.numel()
+        return total
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, **kwargs) -> torch.Tensor:
+        """Sample a continuation; see `lmzoo.generation.generate` for the options."""
+        from lmzoo.generation import generate
+        return generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+
+    def save_pretrained(self, directory, tokenizer=None) -> None:
+        from lmzoo.checkpoint import save_pretrained
+        save_pretrained(self, directory, tokenizer or self.tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location: str = "cpu") -> "CausalLM":
+        from lmzoo.checkpoint import load
+        return load(directory, map_location=map_location, expect=cls)

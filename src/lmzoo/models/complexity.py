@@ -1,0 +1,72 @@
+"""`complexity`: the Complexity seed — a modern transformer with a token-routed MLP.
+
+Everything in `transformer` (QK-norm on by default) plus an MLP split into E experts, each
+token served by the expert its *input id* selects (`modulo`: id % E, balanced; `range`:
+id * E // V, the seed README's "frequent ids to expert 0"). Same total MLP parameters as the
+dense model, 1/E of the MLP FLOPs per token.
+
+Presets: the lmzoo sizes (nano..base) use the dense baseline's shapes so the two compare at
+equal parameters. The seed's own table is kept too; its tiny/small/base clash with the
+lmzoo names, so they are `seed-tiny`, `seed-small`, `seed-base` (see docs/architectures.md).
+`create_complexity_model(name)` accepts the seed's names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmzoo.errors import LmzooError
+from lmzoo.layers.token_routed_mlp import ROUTINGS, TokenRoute, TokenRoutedMLP
+from lmzoo.models.transformer import SIZES, TransformerConfig, TransformerLM, dense_presets
+from lmzoo.registry import create_model, register
+
+# The seed's table: (hidden, layers, heads, kv_heads, intermediate).
+SEED_SIZES = {
+    "seed-tiny": (256, 6, 4, 2, 704),
+    "20m": (320, 8, 8, 4, 896),
+    "seed-small": (512, 8, 8, 4, 1408),
+    "seed-base": (768, 12, 12, 4, 2048),
+    "medium": (1024, 24, 16, 4, 2816),
+    "large": (1536, 24, 16, 4, 4096),
+    "1b": (2048, 24, 16, 8, 5632),
+}
+SEED_NAMES = {"tiny": "seed-tiny", "small": "seed-small", "base": "seed-base"}
+
+
+@dataclass
+class ComplexityConfig(TransformerConfig):
+    qk_norm: bool = True
+    n_experts: int = 4
+    routing: str = "modulo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.routing not in ROUTINGS:
+            raise LmzooError(f"unknown routing '{self.routing}'; choose one of: {', '.join(ROUTINGS)}")
+        if self.n_experts < 1 or self.d_ff % self.n_experts:
+            raise LmzooError(f"d_ff ({self.d_ff}) must divide by n_experts ({self.n_experts})")
+
+
+@register("complexity", ComplexityConfig, {**dense_presets(SIZES), **dense_presets(SEED_SIZES)},
+          "Transformer with QK-norm and a token-id-routed MLP (1/E MLP FLOPs per token)")
+class ComplexityLM(TransformerLM):
+    def make_mlp(self, config: ComplexityConfig) -> nn.Module:
+        return TokenRoutedMLP(config.d_model, config.d_ff, config.n_experts)
+
+    def route(self, input_ids: torch.Tensor) -> TokenRoute:
+        c = self.config
+        return TokenRoute.from_ids(input_ids, c.n_experts, c.vocab_size, c.routing)
+
+    def route_stats(self, route: TokenRoute) -> dict[str, torch.Tensor]:
+        frac = (route.counts.float() / route.counts.sum()).detach()
+        return {f"routing/expert{e}": frac[e] for e in range(frac.shape[0])}
+
+
+ComplexityForCausalLM = ComplexityLM
+
+
+def create_complexity_model(size: str = "base", vocab_size: int = 259, **overrides) -> ComplexityLM:
+    """The seed's constructor: sizes from the seed's table (tiny, 20m, small, base, ... 1b)."""
+    return create_model("complexity", SEED_NAMES.get(size, size), vocab_size=vocab_size, **overrides)

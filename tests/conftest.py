@@ -1,0 +1,37 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import lmzoo
+
+# Small, deterministic, and fair to a 2-core CI machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Extra configurations the contract also runs on, per architecture (every registered
+# architecture is always tested at its plain `nano` preset).
+CONTRACT_VARIANTS = {
+    "transformer": [{"window": 7}, {"qk_norm": True}],
+    "complexity": [{"routing": "range"}, {"window": 5}],
+}
+
+
+def contract_cases():
+    for arch in lmzoo.list_architectures():
+        yield pytest.param(arch, {}, id=arch)
+        for i, overrides in enumerate(CONTRACT_VARIANTS.get(arch, [])):
+            yield pytest.param(arch, overrides, id=f"{arch}-{'-'.join(f'{k}={v}' for k, v in overrides.items())}")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def requires_cuda():
+    return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
