@@ -11,7 +11,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
-import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -62,7 +61,7 @@ def iter_documents(inputs: Inputs, text_field: str = "text") -> Iterator[str]:
 def describe_inputs(inputs: Inputs) -> list[str]:
     """Names of the inputs, for metadata and error messages."""
     if callable(inputs):
-        return [f"<{inputs.__module__}.{inputs.__qualname__}>"]
+        return [f"<{_callable_name(inputs)}>"]
     return [str(path) for path in _as_path_list(inputs)]
 
 
@@ -112,15 +111,20 @@ def _iter_inputs(inputs: Inputs, text_field: str) -> Iterator[Piece]:
         if _base_suffix(path) in JSONL_SUFFIXES:
             yield from _iter_jsonl(path, text_field)
         else:
-            yield from (Piece(text, last) for text, last in _mark_last(_iter_text_file(path)))
+            yield from (Piece(text, last) for text, last in mark_last(_iter_text_file(path)))
 
 
 def _iter_callable(make_documents: Callable[[], Iterable[str]]) -> Iterator[Piece]:
     for i, document in enumerate(make_documents()):
         if not isinstance(document, str):
-            raise LmzooError(f"document {i} from {make_documents.__qualname__} is {type(document).__name__}, not str")
+            raise LmzooError(f"document {i} from {_callable_name(make_documents)} is "
+                             f"{type(document).__name__}, not str; yield strings")
         if document:
             yield Piece(document, True)
+
+
+def _callable_name(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -164,16 +168,17 @@ def _read_chunk(f: IO[bytes], path: Path) -> bytes:
 
 
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[Piece]:
-    with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding="utf-8") as lines:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(lines, start=1):
-                if line.strip():
-                    text = _jsonl_text(line, path, lineno, text_field)
-                    if text:
-                        yield Piece(text, True)
-        except UnicodeDecodeError:
-            raise LmzooError(f"{path} is not UTF-8 text (line {lineno + 1}); re-save it as UTF-8") from None
+    with _open_binary(path) as lines:
+        # Decoding line by line (not through a text wrapper) pins errors to the right line.
+        for lineno, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise LmzooError(f"{path} is not UTF-8 text (line {lineno}); re-save it as UTF-8") from None
+            if line.strip():
+                text = _jsonl_text(line, path, lineno, text_field)
+                if text:
+                    yield Piece(text, True)
 
 
 def _jsonl_text(line: str, path: Path, lineno: int, text_field: str) -> str:
@@ -193,7 +198,7 @@ def _jsonl_text(line: str, path: Path, lineno: int, text_field: str) -> str:
     return text
 
 
-def _mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
+def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:
     """Pair each item with whether it is the last one (needs a one-item lookahead)."""
     iterator = iter(items)
     try:

@@ -16,9 +16,13 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmzoo.errors import LmzooError
+from lmzoo.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from lmzoo.data.sources import Inputs
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -170,7 +174,7 @@ def get_tokenizer(spec: str | os.PathLike | Tokenizer) -> Tokenizer:
     )
 
 
-def train_tokenizer(kind: str, files: Any, vocab_size: int | None = None,
+def train_tokenizer(kind: str, files: Inputs, vocab_size: int | None = None,
                     out: str | os.PathLike | None = None, text_field: str = "text") -> Tokenizer:
     """Train a `kind` tokenizer on `files` (anything `lmzoo.data.iter_pieces` accepts), streaming.
 
@@ -183,10 +187,3 @@ def train_tokenizer(kind: str, files: Any, vocab_size: int | None = None,
     if out is not None:
         tokenizer.save(out)
     return tokenizer
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and os.replace, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""The `lmzoo` command line."""

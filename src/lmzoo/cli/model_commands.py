@@ -1,0 +1,154 @@
+"""Verbs that use a model: list, info, generate, chat, eval."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+import lmzoo
+from lmzoo.errors import LmzooError
+
+
+def register(verbs) -> None:
+    p = verbs.add_parser("list", help="list architectures and their size presets")
+    p.set_defaults(run=run_list)
+
+    p = verbs.add_parser("info", help="parameters and FLOPs per token of an architecture at a size")
+    p.add_argument("arch", help="architecture name (see `lmzoo list`)")
+    p.add_argument("--size", default="nano", help="size preset (default: nano)")
+    p.add_argument("--vocab-size", type=int, default=259, help="vocabulary size (default: 259, bytes)")
+    p.add_argument("--seq-len", type=int, default=256, help="sequence length for the FLOP count (default: 256)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=run_info)
+
+    p = verbs.add_parser("generate", help="generate text from a trained model")
+    p.add_argument("model", help="model directory (save_pretrained output or a training checkpoint)")
+    p.add_argument("--prompt", action="append", default=None,
+                   help="prompt text; repeat for a batch of prompts (default: read stdin)")
+    add_sampling_arguments(p)
+    p.add_argument("--no-stream", action="store_true", help="print the result at the end instead of streaming")
+    p.set_defaults(run=run_generate)
+
+    p = verbs.add_parser("chat", help="interactive prompt loop (each line is a new prompt)")
+    p.add_argument("model", help="model directory")
+    add_sampling_arguments(p)
+    p.set_defaults(run=run_chat)
+
+    p = verbs.add_parser("eval", help="validation loss, bits per byte and perplexity of a model on a text file")
+    p.add_argument("model", help="model directory")
+    p.add_argument("--data", required=True, nargs="+", help="text/JSONL file(s) or directories to evaluate on")
+    p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
+    p.add_argument("--seq-len", type=int, default=256, help="evaluation window length (default: 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
+    p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run_eval)
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass, e.g. 0.9")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default: 1)")
+    p.add_argument("--stop", action="append", default=[], help="stop string; repeatable")
+    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LmzooError("--device cuda was asked for but no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def load_model_and_tokenizer(directory: str, device: torch.device):
+    model = lmzoo.load(directory, map_location=str(device))
+    if model.tokenizer is None:
+        raise LmzooError(f"'{directory}' has no tokenizer.json; save the model with its tokenizer")
+    return model, model.tokenizer
+
+
+def run_list(args) -> None:
+    for arch in lmzoo.list_architectures():
+        spec = lmzoo.get_architecture(arch)
+        print(f"{arch:18s} {spec.description}")
+        print(f"{'':18s} sizes: {', '.join(spec.presets)}")
+
+
+def run_info(args) -> None:
+    from lmzoo.accounting import describe
+
+    info = describe(args.arch, args.size, vocab_size=args.vocab_size, seq_len=args.seq_len)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    p, f = info["parameters"], info["flops_per_token"]
+    print(f"{args.arch} / {args.size} (vocab {args.vocab_size}, seq_len {args.seq_len})")
+    print(f"  parameters: {p['total']:,} total = {p['embedding']:,} embedding + {p['non_embedding']:,} other")
+    print(f"  FLOPs/token: forward {f['forward'] / 1e6:,.2f} M, training {f['train'] / 1e6:,.2f} M")
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in info["config"].items() if k != "config_version"))
+
+
+def sampling_options(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                stop_strings=args.stop)
+
+
+def run_generate(args) -> None:
+    from lmzoo.generation import generate_text
+
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
+    stream = not args.no_stream and len(prompts) == 1
+    if stream:
+        sys.stdout.write(prompts[0])
+    texts = generate_text(model, tok, prompts, stream=stream, **sampling_options(args))
+    if not stream:
+        for prompt, text in zip(prompts, texts):
+            print(prompt + text)
+            if len(prompts) > 1:
+                print("-" * 40)
+
+
+def run_chat(args) -> None:
+    from lmzoo.generation import generate_text
+
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    print("lmzoo chat: type a prompt and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        generate_text(model, tok, line, stream=True, **sampling_options(args))
+
+
+def run_eval(args) -> None:
+    import tempfile
+
+    from lmzoo.data import TokenDataset, prepare_dataset
+    from lmzoo.training.evaluate import evaluate
+
+    device = resolve_device(args.device)
+    model, tok = load_model_and_tokenizer(args.model, device)
+    with tempfile.TemporaryDirectory(prefix="lmzoo-eval-") as tmp:
+        # The whole input is the evaluation split: tokenise it with the model's own tokenizer.
+        prepare_dataset(args.data, Path(tmp), tokenizer=tok, val_fraction=1.0, text_field=args.text_field)
+        dataset = TokenDataset(Path(tmp), "val")
+        result = evaluate(model, dataset, batch_size=args.batch_size, seq_len=args.seq_len,
+                          max_batches=args.max_batches)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"loss {result['loss']:.4f} nats/token | {result['bpb']:.4f} bits/byte | "
+              f"perplexity {result['ppl']:.2f} | {result['tokens']:,} tokens")
