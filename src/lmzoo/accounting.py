@@ -25,6 +25,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from lmzoo.modeling import CausalLM
+
 aten = torch.ops.aten
 
 # Backward of an op charged at this multiple of its forward (two matmuls per forward matmul).
@@ -39,7 +41,7 @@ def fft_flops(n: int) -> float:
 # ---- parameters ---------------------------------------------------------------------------
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     """{"embedding", "non_embedding", "total"}; a tied LM head is counted once (as embedding)."""
-    if hasattr(model, "num_parameters") and hasattr(model, "embed"):
+    if isinstance(model, CausalLM):
         emb = model.num_parameters(embedding=True)
         rest = model.num_parameters(embedding=False)
     else:  # any other nn.Module (e.g. a Hugging Face model): embeddings are nn.Embedding weights

@@ -1,0 +1,205 @@
+"""Training checkpoints: write atomically, find the newest valid one, prune old ones.
+
+Layout of `OUT/checkpoints/step-0000100/`:
+
+    config.json, model.safetensors, tokenizer.json   the model, as `save_pretrained` lays it out,
+                                                     so `lmzoo.load(checkpoint_dir)` works
+    optimizer.safetensors   AdamW moments as "<param name>/<key>" tensors; param groups and any
+                            non-tensor values as JSON in the file's metadata
+    rng_state.safetensors   torch CPU (and CUDA) generator states as uint8 tensors
+    trainer_state.json      step, tokens seen, schedule, best val loss, the training config
+
+No pickle anywhere: tensors are safetensors, the rest JSON. Each directory appears in one
+rename (`atomic_directory`), so a killed run leaves the previous checkpoints intact and at most
+a hidden `.step-*.tmp-*` directory, which is never taken for a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, read_config
+from lmzoo.errors import LmzooError
+from lmzoo.io import atomic_directory
+from lmzoo.training.metrics import warn
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng_state.safetensors"
+STATE_FILE = "trainer_state.json"
+FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    rng_state: dict[str, torch.Tensor]
+    trainer_state: dict[str, Any]
+
+    @property
+    def step(self) -> int:
+        return self.trainer_state["step"]
+
+
+def checkpoint_dir(root: str | Path, step: int) -> Path:
+    return Path(root) / f"step-{step:07d}"
+
+
+def step_of(path: Path) -> int:
+    return int(_STEP_DIR.match(path.name).group(1))
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    """Checkpoint directories under `root`, oldest first (by step, not by name or mtime)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)), key=step_of)
+
+
+# ---- optimizer state <-> safetensors ---------------------------------------------------------
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split a name-keyed optimizer state dict into tensors and JSON metadata."""
+    tensors, scalars = {}, {}
+    for param, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{param}/{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(param, {})[key] = value
+    metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
+    return tensors, metadata
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, Any]:
+    state: dict[str, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        param, key = name.rsplit("/", 1)
+        state.setdefault(param, {})[key] = tensor
+    for param, entries in json.loads(metadata["scalars"]).items():
+        state.setdefault(param, {}).update(entries)
+    return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
+
+
+# ---- RNG -----------------------------------------------------------------------------------
+def capture_rng() -> dict[str, torch.Tensor]:
+    rng = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return rng
+
+
+def restore_rng(rng: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(rng["torch_cpu"])
+    cuda = [rng[f"cuda_{i}"] for i in range(sum(k.startswith("cuda_") for k in rng))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# ---- save ------------------------------------------------------------------------------------
+def save_checkpoint(root: str | Path, step: int, model_state: dict[str, torch.Tensor], model_config,
+                    tokenizer, optimizer_state: dict[str, Any], trainer_state: dict[str, Any]) -> Path:
+    """Write `root/step-NNNNNNN` in one atomic rename and return its path (rank 0 only)."""
+    path = checkpoint_dir(root, step)
+    if model_config.tie_embeddings:  # safetensors stores no shared tensors; the head is the embedding
+        model_state = {k: v for k, v in model_state.items() if k != "lm_head.weight"}
+    with atomic_directory(path) as tmp:
+        # The same three files `lmzoo.checkpoint.save_pretrained` writes, from an already
+        # gathered state dict (an FSDP model's own state_dict() holds only this rank's shard).
+        save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE),
+                  metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(model_config.to_dict(), indent=2))
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        tensors, metadata = flatten_optimizer_state(optimizer_state)
+        save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata=metadata)
+        save_file(capture_rng(), str(tmp / RNG_FILE))
+        state = {"format_version": FORMAT_VERSION, **trainer_state, "step": step}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True))
+    return path
+
+
+def prune_checkpoints(root: str | Path, keep_last: int, current_step: int) -> None:
+    """Keep the newest `keep_last` checkpoints up to `current_step` (0 keeps everything).
+
+    Newer ones are left alone: they can only be a broken checkpoint this run resumed past,
+    which stays on disk for inspection.
+    """
+    if keep_last > 0:
+        older = [p for p in list_checkpoints(root) if step_of(p) <= current_step]
+        for path in older[:-keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_partial_writes(root: str | Path) -> None:
+    """Delete hidden temp directories a killed writer left behind (they were never checkpoints)."""
+    root = Path(root)
+    if root.is_dir():
+        for path in root.glob(".step-*.tmp-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- load ------------------------------------------------------------------------------------
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.is_file():
+        raise LmzooError(f"missing {path.name} in {path.parent}; the checkpoint is incomplete")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LmzooError(f"{path} is corrupt or truncated ({e}); use an earlier checkpoint") from e
+
+
+def _read_trainer_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise LmzooError(f"missing {STATE_FILE} in {path}; the checkpoint is incomplete") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LmzooError(f"{path / STATE_FILE} is not valid JSON ({e}); use an earlier checkpoint") from e
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in ("step", "tokens_seen")):
+        raise LmzooError(f"{path / STATE_FILE} lacks an integer 'step' or 'tokens_seen'; "
+                         "it is not a complete training checkpoint")
+    if state.get("format_version", 0) > FORMAT_VERSION:
+        raise LmzooError(f"{path} was written by a newer lmzoo (format {state['format_version']}); upgrade")
+    return state
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate every file of a checkpoint; any problem raises a one-line LmzooError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LmzooError(f"no checkpoint directory at '{path}'; pass a step-* folder or --resume auto")
+    trainer_state = _read_trainer_state(path)
+    read_config(path)  # validates config.json
+    model_state = load_weights(path / WEIGHTS_FILE)
+    opt_tensors, opt_meta = _read_safetensors(path / OPTIMIZER_FILE)
+    try:
+        optimizer_state = unflatten_optimizer_state(opt_tensors, opt_meta)
+    except (KeyError, ValueError) as e:
+        raise LmzooError(f"{path / OPTIMIZER_FILE} has malformed metadata ({e}); use an earlier checkpoint") from e
+    rng_state, _ = _read_safetensors(path / RNG_FILE)
+    if "torch_cpu" not in rng_state:
+        raise LmzooError(f"{path / RNG_FILE} has no 'torch_cpu' state; use an earlier checkpoint")
+    return Checkpoint(path, model_state, optimizer_state, rng_state, trainer_state)
+
+
+def latest_valid_checkpoint(root: str | Path, verbose: bool = True) -> Checkpoint | None:
+    """The newest checkpoint that loads; each broken newer one is reported and left on disk."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            return load_checkpoint(path)
+        except LmzooError as e:
+            if verbose:
+                warn(f"skipping checkpoint {path.name}: {e}")
+    return None

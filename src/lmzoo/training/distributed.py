@@ -1,0 +1,157 @@
+"""Everything multi-process: process group, DDP/FSDP2 wrapping, gradient sync, reductions.
+
+Nothing here is needed to read the model code: the model is a plain `nn.Module` and this
+module wraps it from the outside. Run under `torchrun` (which sets RANK, LOCAL_RANK and
+WORLD_SIZE); without it every helper degrades to a single-process no-op.
+
+State dicts go through `torch.distributed.checkpoint.state_dict`, whose full-state-dict mode
+gives the same name-keyed dicts for a plain, a DDP and an FSDP2 model, so checkpoints written
+by any of them load into any other.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import NoReturn
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from lmzoo.errors import LmzooError
+
+_FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LmzooError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device: str = "auto") -> DistEnv:
+    """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return DistEnv(rank, local_rank, world_size, resolved)
+
+
+def shutdown(env: DistEnv, wait_for_peers: bool = True) -> None:
+    """Leave the process group. After an error, do not wait: the peers may never arrive."""
+    if env.enabled and dist.is_initialized():
+        if wait_for_peers:
+            # Tearing the group down under a peer still inside a collective aborts that peer.
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process; a torchrun worker leaves without interpreter teardown.
+
+    Once FSDP2's DTensors have run collectives, torch keeps the gloo backend's worker threads
+    alive past `destroy_process_group`, and interpreter finalization occasionally races with them
+    and aborts (std::terminate; about 1 launch in 80 here) after a run that completed. By now
+    everything is saved and closed, so flush and exit directly.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool) -> nn.Module:
+    """DDP (replicated) or FSDP2 (each block, then the root, sharded) under torchrun."""
+    if not env.enabled:
+        return model
+    if fsdp:
+        # Sharding block by block lets FSDP gather one block's parameters at a time; the root
+        # call picks up what is left (embedding, final norm, LM head).
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def grad_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """Skip the gradient all-reduce on non-final accumulation micro-steps."""
+    if isinstance(wrapped, FSDPModule):
+        wrapped.set_requires_gradient_sync(enabled)
+    elif isinstance(wrapped, DistributedDataParallel) and not enabled:
+        return wrapped.no_sync()
+    return contextlib.nullcontext()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True on every rank if it is true on any (so all ranks leave the loop together)."""
+    if not env.enabled:
+        return flag
+    value = torch.tensor(int(flag), device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)
+
+
+def local_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor result (e.g. FSDP's replicated grad norm) as a plain tensor."""
+    return value.full_tensor() if hasattr(value, "full_tensor") else value
+
+
+def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded CPU weights on rank 0 (empty elsewhere under FSDP). A collective: call on all ranks."""
+    return get_model_state_dict(model, options=_FULL_ON_RANK0)
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Name-keyed, unsharded optimizer state on rank 0. A collective: call on all ranks."""
+    return get_optimizer_state_dict(model, optimizer, options=_FULL_ON_RANK0)
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a name-keyed full optimizer state on every rank (each keeps its own shard)."""
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

@@ -1,0 +1,107 @@
+"""Metrics: device-side accumulation between log points, and the JSONL / TensorBoard writers.
+
+The training loop never reads a tensor back to the host except here, at log intervals: the
+loss, skip count and gradient norm of every step accumulate on the device in `StepMeter`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmzoo.errors import LmzooError
+from lmzoo.training.distributed import all_reduce_sum
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class StepMeter:
+    """Sums over the steps since the last log: loss of the applied steps, skipped (non-finite) steps."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.applied = torch.zeros((), device=self.device)
+        self.skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        self.grad_norm = torch.zeros((), device=self.device)
+
+    def update(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor, bad: torch.Tensor) -> None:
+        """Record `step`; `bad` (a device bool) marks a step whose update was skipped."""
+        self.loss_sum += torch.where(bad, 0.0, loss.float())
+        self.applied += (~bad).float()
+        self.skipped += bad.long()
+        self.first_bad_step = torch.where(bad & (self.first_bad_step < 0), step, self.first_bad_step)
+        self.grad_norm = grad_norm.detach().float()
+
+    def read(self) -> dict[str, Any]:
+        """Host values (the one sync per log interval); the loss is averaged over all ranks.
+
+        Skips agree across ranks: they come from the global (all-reduced) gradient norm.
+        """
+        loss_sum, applied = all_reduce_sum(torch.stack([self.loss_sum, self.applied])).tolist()
+        skipped, first_bad = torch.stack([self.skipped, self.first_bad_step]).tolist()
+        # None (JSON null) when every step was skipped: NaN is not valid JSON.
+        result = {"loss": loss_sum / applied if applied else None, "grad_norm": float(self.grad_norm),
+                  "skipped": skipped, "first_bad_step": first_bad if first_bad >= 0 else None}
+        self.reset()
+        return result
+
+
+class MetricsLogger:
+    """Appends one JSON object per line to OUT/metrics.jsonl (flushed per row, so a killed run
+    keeps everything it logged); mirrors numbers to TensorBoard when asked. Rank 0 only."""
+
+    def __init__(self, out_dir: str | Path, tensorboard: bool = False, enabled: bool = True):
+        self.enabled = enabled
+        self.file = None
+        self.tb = None
+        if not enabled:
+            return
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(out_dir / METRICS_FILE, "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise LmzooError("--tensorboard needs the tensorboard package; pip install 'lmzoo[tensorboard]'") from e
+            self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            prefix = row.get("type", "train")
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                    self.tb.add_scalar(f"{prefix}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def format_row(row: dict[str, Any], total_steps: int) -> str:
+    """One console line for a train or eval row."""
+    if row["type"] == "eval":
+        return (f"step {row['step']}/{total_steps} | val loss {row['val_loss']:.4f} | "
+                f"val bpb {row['val_bpb']:.4f} | val ppl {row['val_ppl']:.2f}")
+    loss = "n/a" if row["loss"] is None else f"{row['loss']:.4f}"
+    line = (f"step {row['step']}/{total_steps} | loss {loss} | lr {row['lr']:.2e} | "
+            f"{row['tok_s']:,.0f} tok/s | grad norm {row['grad_norm']:.3f}")
+    return line + (f" | skipped {row['skipped_steps']}" if row["skipped_steps"] else "")
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)

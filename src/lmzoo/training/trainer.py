@@ -1,0 +1,346 @@
+"""The training loop: `run_training(TrainConfig) -> summary dict`.
+
+One optimizer step = `grad_accum` micro-batches of `batch_size` windows on each of
+`world_size` processes. Batches are a pure function of (seed, step), so the data position is
+the step and a resumed run sees exactly the batches an uninterrupted one would have.
+
+The loop reads nothing back from the device between log points: losses and non-finite-step
+flags accumulate on the device (`StepMeter`), and a non-finite gradient skips its update inside
+the fused AdamW kernel. Distribution (DDP/FSDP2) is applied from outside by `distributed.py`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lmzoo.checkpoint import WEIGHTS_FILE, load_state_into
+from lmzoo.errors import LmzooError
+from lmzoo.registry import create_model
+from lmzoo.training.checkpointing import (
+    Checkpoint,
+    checkpoint_dir,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    remove_partial_writes,
+    restore_rng,
+    save_checkpoint,
+)
+from lmzoo.training.config import TrainConfig
+from lmzoo.training.distributed import (
+    DistEnv,
+    any_rank,
+    full_model_state,
+    full_optimizer_state,
+    grad_sync,
+    init_distributed,
+    load_optimizer_state,
+    local_tensor,
+    shutdown,
+    wrap_model,
+)
+from lmzoo.training.evaluate import evaluate
+from lmzoo.training.metrics import MetricsLogger, StepMeter, format_row, warn
+from lmzoo.training.optim import CosineSchedule, build_optimizer, set_lr
+
+# Fields whose change makes a resumed run diverge from the run it continues (the learning-rate
+# fields are compared through the schedule, which also depends on the run length).
+TRAJECTORY_FIELDS = ("arch", "size", "model_args", "data", "seq_len", "batch_size", "grad_accum", "seed",
+                     "weight_decay", "betas", "grad_clip", "dtype")
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    tokens: int = 0
+    skipped_steps: int = 0
+    best_val_loss: float | None = None
+
+
+class StopRequest:
+    """SIGINT/SIGTERM ask the loop to checkpoint and stop after the current step.
+
+    The handler only sets a flag (printing from a signal handler can re-enter a half-done
+    write); a second signal gets the previous handler, so a second Ctrl-C aborts at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signals only work there
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        signal.signal(signum, self._previous[signum])
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
+
+
+def run_training(cfg: TrainConfig) -> dict:
+    """Train (or resume) as `cfg` says; return a summary. Works alone or under torchrun."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = init_distributed(cfg.device)
+    try:
+        with StopRequest() as stop:
+            summary = Trainer(cfg, env, stop).fit()
+    except BaseException:
+        shutdown(env, wait_for_peers=False)
+        raise
+    shutdown(env)
+    return summary
+
+
+def _open_datasets(cfg: TrainConfig):
+    if not cfg.data:
+        raise LmzooError("no dataset given; pass --data DIR (a folder written by `lmzoo prepare`)")
+    from lmzoo.data import TokenDataset
+    return TokenDataset(cfg.data, "train"), TokenDataset(cfg.data, "val")
+
+
+def _build_model(cfg: TrainConfig, train_data, val_data):
+    model = create_model(cfg.arch, cfg.size, **{"vocab_size": train_data.vocab_size, **cfg.model_args})
+    # Checked once here so the forward pass never syncs with the device to re-check ids.
+    max_id = max(train_data.max_id(), val_data.max_id())
+    if max_id >= model.config.vocab_size:
+        raise LmzooError(f"the dataset holds token id {max_id} but the model's vocab_size is "
+                         f"{model.config.vocab_size}; drop the vocab_size override or re-prepare the data")
+    model.check_inputs = False
+    model.tokenizer = train_data.tokenizer
+    return model
+
+
+def _autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    bf16 = name == "bf16" or (name == "auto" and device.type == "cuda")
+    return torch.bfloat16 if bf16 else None
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, env: DistEnv, stop: StopRequest):
+        self.cfg, self.env, self.stop = cfg, env, stop
+        self.out = Path(cfg.out)
+        self.ckpt_root = self.out / "checkpoints"
+        self.train_data, self.val_data = _open_datasets(cfg)
+        torch.manual_seed(cfg.seed)  # same on every rank: FSDP shards, and DDP expects, one init
+        self.model = _build_model(cfg, self.train_data, self.val_data)
+        resume = self._find_resume()
+        if resume is not None:  # weights go in before wrapping, while the model is still plain
+            load_state_into(self.model, resume.model_state, resume.path / WEIGHTS_FILE)
+        self.model.to(env.device)
+        if cfg.fsdp and not env.enabled and env.is_main:
+            warn("--fsdp has no effect in a single process; launch with torchrun to shard")
+        self.wrapped = wrap_model(self.model, env, cfg.fsdp)
+        self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
+        self.autocast_dtype = _autocast_dtype(cfg.dtype, env.device)
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * env.world_size * cfg.seq_len
+        self.total_steps = (cfg.max_steps if cfg.max_tokens is None
+                            else math.ceil(cfg.max_tokens / self.tokens_per_step))
+        self.schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
+        self.progress = Progress()
+        self.last_checkpoint: Path | None = None
+        self.last_eval: dict | None = None
+        if resume is not None:
+            self._restore(resume)
+
+    # ---- resume ----------------------------------------------------------------------------
+    def _find_resume(self) -> Checkpoint | None:
+        if self.cfg.resume == "none":
+            return None
+        if self.cfg.resume == "auto":
+            found = latest_valid_checkpoint(self.ckpt_root, verbose=self.env.is_main)
+        else:
+            found = load_checkpoint(self.cfg.resume)
+        if found is not None and self.env.is_main:
+            print(f"resuming from {found.path} (step {found.step})", file=sys.stderr, flush=True)
+        return found
+
+    def _restore(self, ckpt: Checkpoint) -> None:
+        load_optimizer_state(self.model, self.optimizer, ckpt.optimizer_state)
+        restore_rng(ckpt.rng_state)
+        state = ckpt.trainer_state
+        self.progress = Progress(state["step"], state["tokens_seen"], state.get("skipped_steps", 0),
+                                 state.get("best_val_loss"))
+        self.last_checkpoint = ckpt.path
+        saved, now = state.get("train_config", {}), self.cfg.to_dict()
+        changed = [k for k in TRAJECTORY_FIELDS if k in saved and saved[k] != now[k]]
+        if state.get("world_size", self.env.world_size) != self.env.world_size:
+            changed.append("world_size")
+        if state.get("schedule", self.schedule.to_dict()) != self.schedule.to_dict():
+            changed.append("learning-rate schedule (lr, warmup, min_lr_ratio or run length)")
+        if changed and self.env.is_main:
+            warn(f"resuming with changed {', '.join(changed)}; the run will not match an uninterrupted one")
+
+    # ---- one optimizer step ----------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
+
+    def _train_step(self):
+        """Forward/backward over the micro-batches, clip, update. Returns device tensors only."""
+        cfg, env = self.cfg, self.env
+        set_lr(self.optimizer, self.schedule(self.progress.step))
+        # This rank's share of the step's global batch, split into the accumulation micro-batches.
+        windows = self.train_data.get_batch(self.progress.step, cfg.batch_size * cfg.grad_accum, cfg.seq_len,
+                                            seed=cfg.seed, rank=env.rank, world_size=env.world_size,
+                                            device=env.device)
+        loss = torch.zeros((), device=env.device)
+        for i, micro in enumerate(windows.chunk(cfg.grad_accum)):
+            with grad_sync(self.wrapped, enabled=i == cfg.grad_accum - 1):
+                with self._autocast():
+                    out = self.forward(micro, labels=micro)
+                (out.loss / cfg.grad_accum).backward()
+            loss += out.loss.detach()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: measure, do not clip
+        grad_norm = local_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        bad = ~torch.isfinite(grad_norm)
+        # `found_inf` is the protocol GradScaler uses with fused optimizers: when it is 1 the
+        # kernel leaves weights and moments untouched, decided on the device without a sync.
+        # The norm is of the all-reduced gradients, so every rank skips the same steps.
+        self.optimizer.found_inf = bad.float()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss / cfg.grad_accum, grad_norm, bad, out.stats
+
+    # ---- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg, env, progress = self.cfg, self.env, self.progress
+        if env.is_main:
+            remove_partial_writes(self.ckpt_root)
+        metrics = MetricsLogger(self.out, cfg.tensorboard, enabled=env.is_main)
+        metrics.log({"type": "start", "step": progress.step, "resumed_from": str(self.last_checkpoint or "")})
+        meter = StepMeter(env.device)
+        bar = tqdm(total=self.total_steps, initial=progress.step, unit="step", dynamic_ncols=True,
+                   disable=True if not env.is_main else None)  # None: only on a terminal
+        started = time.perf_counter()
+        self._restart_clock()
+        train_row: dict | None = None
+        try:
+            while progress.step < self.total_steps:
+                loss, grad_norm, bad, stats = self._train_step()
+                progress.step += 1
+                progress.tokens += self.tokens_per_step
+                meter.update(progress.step, loss, grad_norm, bad)
+                bar.update()
+                last = progress.step == self.total_steps
+                if progress.step % cfg.log_interval == 0 or last:
+                    train_row = self._log(meter, stats, metrics, bar)
+                    stopping = any_rank(self.stop.requested, env)  # all ranks leave together
+                else:  # a single process can stop at any step; ranks agree only at log points
+                    stopping = self.stop.requested and not env.enabled
+                if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or last:
+                    self._evaluate(metrics, bar)
+                if (cfg.checkpoint_interval and progress.step % cfg.checkpoint_interval == 0) or last or stopping:
+                    self._save()
+                if stopping:
+                    break
+        finally:
+            bar.close()
+            metrics.close()
+        return self._summary(train_row, started)
+
+    def _log(self, meter: StepMeter, stats: dict, metrics: MetricsLogger, bar: tqdm) -> dict:
+        progress = self.progress
+        read = meter.read()
+        now = time.perf_counter()
+        tok_s = (progress.tokens - self._tokens_at_clock) / max(now - self._clock, 1e-9)
+        self._clock, self._tokens_at_clock = now, progress.tokens
+        progress.skipped_steps += read["skipped"]
+        row = {"type": "train", "step": progress.step, "loss": read["loss"],
+               "lr": self.schedule(progress.step - 1), "tokens": progress.tokens, "tok_s": tok_s,
+               "grad_norm": read["grad_norm"], "skipped_steps": progress.skipped_steps,
+               **{name: float(value) for name, value in stats.items()}}
+        metrics.log(row)
+        if read["skipped"]:
+            self._on_nonfinite(read["first_bad_step"], read["skipped"])
+        self._report(row, bar)
+        if read["loss"] is not None:
+            bar.set_postfix(loss=f"{read['loss']:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        return row
+
+    def _on_nonfinite(self, first_bad_step: int, skipped: int) -> None:
+        last_good = self.last_checkpoint or "none saved yet"
+        if self.cfg.nan_policy == "stop":
+            raise LmzooError(f"non-finite loss/gradient at step {first_bad_step} (nan_policy=stop; that update "
+                             f"was not applied); last good checkpoint: {last_good}. Lower --lr or "
+                             f"--grad-clip, or pass --nan-policy skip")
+        if self.env.is_main:
+            warn(f"skipped {skipped} update(s) with a non-finite loss/gradient since the last log, "
+                 f"first at step {first_bad_step} (nan_policy=skip)")
+
+    def _report(self, row: dict, bar: tqdm) -> None:
+        # The bar shows progress on a terminal; a log file gets one line per interval instead.
+        if self.env.is_main and bar.disable:
+            print(format_row(row, self.total_steps), flush=True)
+
+    def _evaluate(self, metrics: MetricsLogger, bar: tqdm) -> None:
+        cfg, env = self.cfg, self.env
+        # eval_batches per rank: N processes evaluate N times the windows of one, in the same time.
+        result = evaluate(self.wrapped, self.val_data, cfg.batch_size, cfg.seq_len, cfg.eval_batches * env.world_size,
+                          autocast_dtype=self.autocast_dtype, rank=env.rank, world_size=env.world_size)
+        best = self.progress.best_val_loss
+        self.progress.best_val_loss = result["loss"] if best is None else min(best, result["loss"])
+        self.last_eval = result
+        row = {"type": "eval", "step": self.progress.step, "val_loss": result["loss"],
+               "val_bpb": result["bpb"], "val_ppl": result["ppl"], "val_tokens": result["tokens"]}
+        metrics.log(row)
+        self._report(row, bar)
+        self._restart_clock()
+
+    def _save(self) -> None:
+        """Gather full states (a collective under FSDP), write on rank 0, prune old ones."""
+        model_state = full_model_state(self.model)
+        optimizer_state = full_optimizer_state(self.model, self.optimizer)
+        step = self.progress.step
+        if self.env.is_main:
+            save_checkpoint(self.ckpt_root, step, model_state, self.model.config, self.model.tokenizer,
+                            optimizer_state, self._trainer_state())
+            prune_checkpoints(self.ckpt_root, self.cfg.keep_last, step)
+        self.last_checkpoint = checkpoint_dir(self.ckpt_root, step)
+        self._restart_clock()
+
+    def _restart_clock(self) -> None:
+        """Leave eval and checkpoint time out of the next tokens/s figure."""
+        self._clock, self._tokens_at_clock = time.perf_counter(), self.progress.tokens
+
+    def _trainer_state(self) -> dict:
+        p = self.progress
+        return {"step": p.step, "tokens_seen": p.tokens, "skipped_steps": p.skipped_steps,
+                "best_val_loss": p.best_val_loss, "world_size": self.env.world_size,
+                "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict()}
+
+    def _summary(self, train_row: dict | None, started: float) -> dict:
+        interrupted = self.progress.step < self.total_steps
+        if interrupted and self.env.is_main:
+            print(f"{self.stop.signal_name}: stopped at step {self.progress.step} and saved "
+                  f"{self.last_checkpoint}; run the same command again to resume", file=sys.stderr, flush=True)
+        return {"status": "interrupted" if interrupted else "completed", "step": self.progress.step,
+                "total_steps": self.total_steps, "tokens": self.progress.tokens,
+                "train_loss": train_row["loss"] if train_row else None,
+                "val_loss": self.last_eval["loss"] if self.last_eval else None,
+                "val_bpb": self.last_eval["bpb"] if self.last_eval else None,
+                "best_val_loss": self.progress.best_val_loss, "skipped_steps": self.progress.skipped_steps,
+                "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                "elapsed_s": time.perf_counter() - started}

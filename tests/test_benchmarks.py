@@ -1,0 +1,109 @@
+"""Smoke tests of the benchmark scripts (benchmarks/): they run, and they write what they claim."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    # The scripts import each other by plain name (benchmarks/ is a folder, not a package).
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    return load("throughput")
+
+
+@pytest.fixture(scope="module")
+def common():
+    return load("common")
+
+
+TINY = dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64)
+
+
+@pytest.fixture
+def one_thread():
+    # One thread: a 2-thread OpenMP team on a busy 2-core machine can stall for seconds.
+    import torch
+
+    before = torch.get_num_threads()
+    yield 1
+    torch.set_num_threads(before)
+
+
+def test_throughput_core_runs_and_reports(throughput, common, tmp_path, one_thread):
+    pytest.importorskip("transformers")
+    settings = throughput.Settings(sizes=["nano"], overrides=TINY, threads=one_thread, seq_len=16,
+                                   batch_size=2, repeats=1, warmup=0, contexts=[8, 16], new_tokens=3,
+                                   recompute_tokens=2, memory=False)  # memory: see the next test
+    data = throughput.run(settings, log=lambda _: None)
+    data = json.loads(common.write_json("throughput", "cpu", data, results_dir=tmp_path).read_text())
+
+    assert [r["arch"] for r in data["results"]] == settings.archs  # every registered architecture
+    for result in data["results"]:
+        assert result["train"]["per_s"] > 0 and result["train"]["gflops_per_s"] > 0
+        for context in ("8", "16"):
+            decode = result["decode"][context]
+            assert decode["cached"]["per_s"] > 0 and decode["recompute"]["per_s"] > 0 and decode["speedup"] > 0
+        assert result["flops_per_token"]["train"] > result["flops_per_token"]["forward"] > 0
+
+    (cmp,) = data["hf_comparison"]
+    assert cmp["parameters"]["total"] == data["results"][0]["parameters"]["total"]
+    assert cmp["max_logit_diff"] < 1e-4  # the twin computes the same function
+    assert cmp["train"]["ratio"] > 0 and all(cmp["decode"][c]["ratio"] > 0 for c in ("8", "16"))
+
+    markdown = throughput.render_markdown(data)
+    assert "LlamaForCausalLM" in markdown and "| `complexity` | nano |" in markdown
+    assert data["command"] in markdown and data["date"] in markdown
+
+
+def test_peak_memory_of_a_training_step_in_a_fresh_process(throughput, one_thread):
+    settings = throughput.Settings(archs=["transformer"], overrides=TINY, threads=one_thread, seq_len=16,
+                                   batch_size=2)
+    memory = throughput.peak_memory("transformer", "nano", settings)
+    assert memory["peak_rss_mb"] >= memory["rss_before_training_mb"] > 0
+    assert memory["training_increase_mb"] >= 0
+
+
+def test_cli_parses_quick(throughput):
+    settings, args = throughput.parse_args(["--archs", "transformer", "--quick", "--threads", "2"])
+    assert settings.repeats == 1 and settings.archs == ["transformer"] and settings.threads == 2
+    assert settings.dtype == "fp32" and settings.contexts == [128, 1024]
+
+
+def test_doc_section_regeneration_keeps_the_rest(common, tmp_path):
+    doc = tmp_path / "docs" / "benchmarks.md"
+    common.update_doc_section("a", "first A", doc_path=doc)  # creates the doc with the intro
+    assert doc.read_text().startswith(common.DOC_INTRO)
+    common.update_doc_section("b", "first B", doc_path=doc)
+    doc.write_text(doc.read_text() + "\nHand-written notes.\n")
+
+    common.update_doc_section("a", "second A\n| table |", doc_path=doc)
+    text = doc.read_text()
+    assert "second A\n| table |" in text and "first A" not in text
+    assert "first B" in text and "Hand-written notes." in text and text.startswith(common.DOC_INTRO)
+    assert text.index("<!-- BEGIN a -->") < text.index("<!-- BEGIN b -->")  # order kept
+    assert text.count("<!-- BEGIN a -->") == 1 and text.count("<!-- END a -->") == 1
+
+
+def test_interleaved_timings_alternate_and_drop_warmup(common):
+    calls = []
+    runs = {name: (lambda name=name: calls.append(name) or 1.0) for name in ("x", "y")}
+    kept = common.interleaved_timings(runs, warmup=1, repeats=2)
+    assert kept == {"x": [1.0, 1.0], "y": [1.0, 1.0]}
+    assert calls == ["x", "y", "y", "x", "x", "y"]
+
+
+def test_machine_info_and_memory(common):
+    info = common.machine_info("cpu")
+    assert info["torch_threads"] >= 1 and info["cpu"] and info["gpu"] is None
+    assert common.peak_rss_mb() >= common.current_rss_mb() > 0
+    assert sys.executable  # fresh-process memory probes need a Python to start
