@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -97,21 +98,69 @@ def stopwatch(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_timings(runs: dict[str, Callable[[], float]], warmup: int, repeats: int) -> dict[str, list[float]]:
+def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds this process used); zeros off Linux."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        machine = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(machine) - machine[3] - machine[4]  # everything but idle and iowait
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return busy / ticks, (int(own[11]) + int(own[12])) / ticks  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+
+
+def others_load(fn: Callable[[], float]) -> tuple[float, float]:
+    """Run `fn` (which returns its own seconds) -> (seconds, CPU cores other processes kept busy meanwhile)."""
+    busy0, own0 = cpu_seconds()
+    start = time.perf_counter()
+    seconds = fn()
+    wall = time.perf_counter() - start
+    busy1, own1 = cpu_seconds()
+    return seconds, max(0.0, (busy1 - busy0) - (own1 - own0)) / max(wall, 1e-9)
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, list[float]]  # kept post-warmup seconds per run
+    rounds: int = 0                  # timed rounds run
+    dropped: int = 0                 # rounds thrown away because other processes were busy
+    calm: bool = True                # False: too few calm rounds, so the busy ones were kept too
+
+
+def interleaved_timings(runs: dict[str, Callable[[], float]], warmup: int, repeats: int,
+                        max_rounds: int | None = None, others_limit: float = 0.25) -> Timings:
     """Call each run `warmup` then `repeats` times, round-robin, reversing the order every round.
 
     Each run returns the seconds it measured itself (so it can leave setup out of the clock).
-    Returns the kept (post-warmup) seconds per run.
+    On a shared machine a burst of someone else's work can make one step several times slower
+    (an OpenMP team that loses a core stalls at every barrier), and interleaving alone does not
+    cancel that. So a round in which other processes used more than `others_limit` cores on
+    average during any run is dropped and another one run, up to `max_rounds` (default
+    4 x repeats); if the machine never calms down, the dropped rounds are kept after all.
     """
     names = list(runs)
-    kept: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(warmup + repeats):
+    max_rounds = max_rounds or 4 * repeats
+    clean: dict[str, list[float]] = {name: [] for name in names}
+    noisy: dict[str, list[float]] = {name: [] for name in names}
+    rounds = dropped = 0
+    for i in range(warmup + max_rounds):
+        if i >= warmup and len(clean[names[0]]) >= repeats:
+            break
+        measured = {}
         for name in names if i % 2 == 0 else reversed(names):
             gc.collect()  # a collection inside the timed region would land on one run at random
-            seconds = runs[name]()
-            if i >= warmup:
-                kept[name].append(seconds)
-    return kept
+            measured[name] = others_load(runs[name])
+        if i < warmup:
+            continue
+        rounds += 1
+        busy = max(load for _, load in measured.values()) > others_limit
+        dropped += busy
+        for name, (seconds, _) in measured.items():
+            (noisy if busy else clean)[name].append(seconds)
+    if len(clean[names[0]]) < repeats:  # never calm enough: report everything rather than nothing
+        return Timings({name: clean[name] + noisy[name] for name in names}, rounds, 0, calm=False)
+    return Timings(clean, rounds, dropped)
 
 
 def median(values: list[float]) -> float:

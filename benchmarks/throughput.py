@@ -159,10 +159,11 @@ def recompute_decode_run(runner, context: int, settings: Settings) -> Callable[[
 
 def timed(runs: dict[str, tuple[Callable[[], float], float]], settings: Settings) -> dict[str, dict]:
     """{name: (run, work)} -> interleaved repeats -> {name: {"seconds", "per_s" (work / median), "best_per_s"}}."""
-    seconds = common.interleaved_timings({name: run for name, (run, _) in runs.items()},
+    timings = common.interleaved_timings({name: run for name, (run, _) in runs.items()},
                                          settings.warmup, settings.repeats)
-    return {name: {"seconds": s, "per_s": runs[name][1] / common.median(s), "best_per_s": runs[name][1] / min(s)}
-            for name, s in seconds.items()}
+    noise = {"rounds": timings.rounds, "dropped_rounds": timings.dropped, "calm": timings.calm}
+    return {name: {"seconds": s, "per_s": runs[name][1] / common.median(s), "best_per_s": runs[name][1] / min(s),
+                   **noise} for name, s in timings.seconds.items()}
 
 
 # ---- peak memory (runs in a fresh subprocess, see common.call_in_fresh_process) ------------------
@@ -234,7 +235,8 @@ def ratio(timings: dict[str, dict]) -> dict:
     """lmzoo/HF speed: ratio of the medians (the headline) and of each interleaved round's pair."""
     ours, theirs = timings["lmzoo"], timings["hf"]
     rounds = [h / o for o, h in zip(ours["seconds"], theirs["seconds"])]
-    return {"lmzoo": ours, "hf": theirs, "ratio": ours["per_s"] / theirs["per_s"], "round_ratios": rounds}
+    return {"lmzoo": ours, "hf": theirs, "ratio": ours["per_s"] / theirs["per_s"], "round_ratios": rounds,
+            "best_ratio": ours["best_per_s"] / theirs["best_per_s"]}
 
 
 def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
@@ -273,7 +275,7 @@ def fmt(x: float, digits: int = 0) -> str:
 def ratio_cell(cmp: dict) -> str:
     """Headline ratio in bold, then the range over the interleaved rounds (the noise)."""
     rounds = cmp["round_ratios"]
-    return f"**{cmp['ratio']:.3f}** ({min(rounds):.2f}-{max(rounds):.2f})"
+    return f"**{cmp['ratio']:.3f}** (best {cmp['best_ratio']:.2f}; rounds {min(rounds):.2f}-{max(rounds):.2f})"
 
 
 def memory_cell(memory: dict | None) -> str:
@@ -303,8 +305,8 @@ def hf_section(data: dict) -> list[str]:
     return ["### lmzoo `transformer` vs Hugging Face `LlamaForCausalLM`", "",
             "Same configuration, same weights (copied; the logit difference is the last column), "
             "same parameter count (asserted), repeats interleaved in one process. "
-            "ratio = lmzoo / HF median tokens/s (> 1: lmzoo is faster); in brackets the range of the "
-            "per-round ratios (one lmzoo and one HF repeat run back to back).", "", common.markdown_table(header, rows)]
+            "ratio = lmzoo / HF median tokens/s (> 1: lmzoo is faster); in brackets the ratio of the "
+            "best repeats and the range of the per-round ratios (one lmzoo and one HF repeat back to back).", "", common.markdown_table(header, rows)]
 
 
 def goals(data: dict) -> list[str]:
@@ -340,6 +342,21 @@ def all_archs_section(data: dict) -> list[str]:
     return ["### Every architecture", "", common.markdown_table(header, rows)]
 
 
+def noise_line(data: dict) -> str:
+    """How many timed rounds were re-run because other processes were busy, and what never calmed."""
+    groups = {}
+    for res in data["results"]:
+        name = f"{res['arch']}/{res['size']}"
+        groups[f"{name} training"] = res["train"]
+        groups.update({f"{name} decode@{c}": d["cached"] for c, d in res["decode"].items()})
+    rounds = sum(g["rounds"] for g in groups.values())
+    dropped = sum(g["dropped_rounds"] for g in groups.values())
+    restless = [name for name, g in groups.items() if not g["calm"]]
+    line = (f"Noise: {dropped} of {rounds} timed rounds were dropped and re-run because other processes "
+            f"kept more than a quarter of a core busy during them")
+    return line + (f"; never calm, so measured under load anyway: {', '.join(restless)}." if restless else ".")
+
+
 def render_markdown(data: dict) -> str:
     s, m = data["settings"], data["machine"]
     where = m["gpu"] or f"{m['cpu']}, {m['logical_cores']} logical cores"
@@ -354,7 +371,7 @@ def render_markdown(data: dict) -> str:
         f"Decode: batch 1, greedy; cached = {s['new_tokens']} tokens with the decoding state after an untimed "
         f"prefill of the context; recompute = {s['recompute_tokens']} tokens, each re-running the whole "
         f"sequence (no state). Peak memory: RSS high-water of a fresh process over two training steps "
-        f"(+ increase over the RSS before the first step).", "",
+        f"(+ increase over the RSS before the first step).  ", noise_line(data), "",
     ]
     if data["hf_comparison"]:
         lines += hf_section(data) + [""] + goals(data) + [""]

@@ -97,9 +97,29 @@ def test_doc_section_regeneration_keeps_the_rest(common, tmp_path):
 def test_interleaved_timings_alternate_and_drop_warmup(common):
     calls = []
     runs = {name: (lambda name=name: calls.append(name) or 1.0) for name in ("x", "y")}
-    kept = common.interleaved_timings(runs, warmup=1, repeats=2)
-    assert kept == {"x": [1.0, 1.0], "y": [1.0, 1.0]}
+    timings = common.interleaved_timings(runs, warmup=1, repeats=2, others_limit=float("inf"))
+    assert timings.seconds == {"x": [1.0, 1.0], "y": [1.0, 1.0]} and timings.rounds == 2
     assert calls == ["x", "y", "y", "x", "x", "y"]
+
+
+def test_interleaved_timings_drop_rounds_when_the_machine_is_busy(common, monkeypatch):
+    # Other processes' load per run: warm-up round, one busy round, then calm.
+    loads = iter([0.0, 0.0, 0.9, 0.0] + [0.0] * 10)
+    monkeypatch.setattr(common, "others_load", lambda fn: (fn(), next(loads)))
+    seconds = iter(range(100))
+    runs = {"x": lambda: float(next(seconds)), "y": lambda: float(next(seconds))}
+    timings = common.interleaved_timings(runs, warmup=1, repeats=2)
+    assert (timings.rounds, timings.dropped, timings.calm) == (3, 1, True)
+    assert timings.seconds == {"x": [4.0, 7.0], "y": [5.0, 6.0]}  # round 1 (y=2, x=3) dropped
+
+    monkeypatch.setattr(common, "others_load", lambda fn: (fn(), 5.0))  # never calm
+    timings = common.interleaved_timings(runs, warmup=0, repeats=2, max_rounds=3)
+    assert not timings.calm and len(timings.seconds["x"]) == 3  # kept rather than nothing
+
+
+def test_others_load_is_small_when_only_we_work(common):
+    seconds, load = common.others_load(lambda: sum(range(200_000)) * 0.0 + 0.5)
+    assert seconds == 0.5 and load >= 0.0
 
 
 def test_machine_info_and_memory(common):

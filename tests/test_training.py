@@ -82,8 +82,8 @@ def test_grad_accumulation_matches_a_bigger_batch(data_dir, tmp_path):
     assert one["tokens"] == two["tokens"]
     losses_a, losses_b = ([r["loss"] for r in rows(out)] for out in (tmp_path / "a", tmp_path / "b"))
     assert losses_a == pytest.approx(losses_b, abs=1e-5)
-    wa = load_checkpoint(one["checkpoint"]).model_state
-    wb = load_checkpoint(two["checkpoint"]).model_state
+    wa = load_checkpoint(one["final_checkpoint"]).model_state
+    wb = load_checkpoint(two["final_checkpoint"]).model_state
     for name in wa:
         torch.testing.assert_close(wa[name], wb[name], atol=1e-5, rtol=1e-4)
 
@@ -202,7 +202,7 @@ def test_nan_policy_skip_leaves_weights_and_optimizer_untouched(data_dir, tmp_pa
     assert skipped["skipped_steps"] == 1
     step3 = rows(tmp_path / "nan")[-1]
     assert step3["step"] == 3 and step3["loss"] is None and step3["skipped_steps"] == 1
-    a, b = load_checkpoint(clean["checkpoint"]), load_checkpoint(skipped["checkpoint"])
+    a, b = load_checkpoint(clean["final_checkpoint"]), load_checkpoint(skipped["final_checkpoint"])
     for name, tensor in a.model_state.items():
         assert torch.equal(tensor, b.model_state[name]), name
     for param, entries in a.optimizer_state["state"].items():

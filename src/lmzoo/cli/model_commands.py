@@ -25,7 +25,8 @@ def register(verbs) -> None:
     p.set_defaults(run=run_info)
 
     p = verbs.add_parser("generate", help="generate text from a trained model")
-    p.add_argument("model", help="model directory (save_pretrained output or a training checkpoint)")
+    p.add_argument("model", help="model directory (save_pretrained output, a training checkpoint, or a training "
+                   "run's --out directory for its newest checkpoint)")
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt text; repeat for a batch of prompts (default: read stdin)")
     add_sampling_arguments(p)
@@ -68,7 +69,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_model_dir(path: str) -> Path:
+    """A model directory, or a training run's output directory (-> its newest valid checkpoint)."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "checkpoints").is_dir():
+        from lmzoo.training import latest_valid_checkpoint
+
+        found = latest_valid_checkpoint(path / "checkpoints")
+        if found is None:
+            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
+        return found.path
+    return path
+
+
 def load_model_and_tokenizer(directory: str, device: torch.device):
+    directory = resolve_model_dir(directory)
     model = lmzoo.load(directory, map_location=str(device))
     if model.tokenizer is None:
         raise LmzooError(f"'{directory}' has no tokenizer.json; save the model with its tokenizer")

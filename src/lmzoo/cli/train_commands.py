@@ -27,11 +27,21 @@ def register(verbs) -> None:
     p.set_defaults(run=run_demo)
 
 
-def run_train(args) -> None:
+def run_train(args) -> int:
+    import json
+    import os
+
     from lmzoo.training import run_training
     from lmzoo.training.config import config_from_args
+    from lmzoo.training.distributed import exit_process
 
-    run_training(config_from_args(args))
+    summary = run_training(config_from_args(args))
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary))
+    code = 130 if summary["status"] == "interrupted" else 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        exit_process(code)  # see exit_process: torchrun workers skip interpreter teardown
+    return code
 
 
 def run_demo(args) -> None:

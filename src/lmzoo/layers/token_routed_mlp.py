@@ -34,13 +34,17 @@ class TokenRoute:
         else:
             raise ValueError(f"unknown routing '{routing}'; choose one of {ROUTINGS}")
         order = torch.argsort(expert, stable=True)
-        counts = torch.bincount(expert, minlength=n_experts)
+        # scatter_add rather than bincount: bincount sizes its output from max() -> a CUDA sync.
+        counts = torch.zeros(n_experts, dtype=torch.long, device=ids.device).scatter_add_(
+            0, expert, torch.ones_like(expert))
         return cls(order, torch.cumsum(counts, 0).to(torch.int32), counts)
 
 
 def _grouped_available(x: torch.Tensor) -> bool:
     if not hasattr(F, "grouped_mm"):
         return False
+    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
+        return False  # the compiled grouped_mm accepts bf16 only
     if x.device.type == "cuda":  # CUDA kernels need bf16 on sm90+
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
     return True

@@ -66,13 +66,13 @@ class MetricsLogger:
             return
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.file = open(out_dir / METRICS_FILE, "a", encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
                 raise LmzooError("--tensorboard needs the tensorboard package; pip install 'lmzoo[tensorboard]'") from e
             self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+        self.file = open(out_dir / METRICS_FILE, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def log(self, row: dict[str, Any]) -> None:
         if not self.enabled:

@@ -342,5 +342,5 @@ class Trainer:
                 "val_loss": self.last_eval["loss"] if self.last_eval else None,
                 "val_bpb": self.last_eval["bpb"] if self.last_eval else None,
                 "best_val_loss": self.progress.best_val_loss, "skipped_steps": self.progress.skipped_steps,
-                "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+                "final_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                 "elapsed_s": time.perf_counter() - started}
