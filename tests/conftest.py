@@ -1,4 +1,5 @@
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,19 @@ def contract_cases():
         yield pytest.param(arch, {}, id=arch)
         for i, overrides in enumerate(CONTRACT_VARIANTS.get(arch, [])):
             yield pytest.param(arch, overrides, id=f"{arch}-{'-'.join(f'{k}={v}' for k, v in overrides.items())}")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A small prepared dataset (bytes tokenizer): 40 documents of random words, 20% val."""
+    from lmzoo.data import prepare_dataset
+
+    words = "the cat sat on a mat while dogs ran far away from home and birds sang all day".split()
+    rng = random.Random(0)
+    docs = [" ".join(rng.choice(words) for _ in range(150)) for _ in range(40)]
+    path = tmp_path_factory.mktemp("data")
+    prepare_dataset(lambda: docs, path, val_fraction=0.2)
+    return path
 
 
 @pytest.fixture

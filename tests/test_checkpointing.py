@@ -1,13 +1,11 @@
 """Training checkpoints: layout, exact resume, pruning, and corrupt checkpoints."""
 import json
-import random
 import shutil
 
 import pytest
 import torch
 
 import lmzoo
-from lmzoo.data import prepare_dataset
 from lmzoo.errors import LmzooError
 from lmzoo.training import TrainConfig, run_training
 from lmzoo.training.checkpointing import (
@@ -21,7 +19,6 @@ from lmzoo.training.checkpointing import (
 from lmzoo.training.distributed import init_distributed
 from lmzoo.training.trainer import StopRequest, Trainer
 
-WORDS = "a quick brown fox jumps over the lazy dog then sleeps under an old oak tree".split()
 
 
 @pytest.fixture(autouse=True)
@@ -29,15 +26,6 @@ def one_thread():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    rng = random.Random(1)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(150)) for _ in range(40)]
-    path = tmp_path_factory.mktemp("data")
-    prepare_dataset(lambda: docs, path, val_fraction=0.2)
-    return path
 
 
 def tiny(data_dir, out, **overrides) -> TrainConfig:

@@ -4,7 +4,6 @@ Each rank takes half of every step's global batch and accumulates it over two mi
 the DDP `no_sync` / FSDP `set_requires_gradient_sync` paths are exercised too.
 """
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -13,20 +12,9 @@ import pytest
 import torch
 
 import lmzoo
-from lmzoo.data import prepare_dataset
 from lmzoo.training.checkpointing import checkpoint_dir, load_checkpoint
 
-WORDS = "some plain words to make a small corpus for a distributed training test run".split()
 STEPS = 4
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    rng = random.Random(2)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(150)) for _ in range(40)]
-    path = tmp_path_factory.mktemp("data")
-    prepare_dataset(lambda: docs, path, val_fraction=0.2)
-    return path
 
 
 def train(data_dir, out, nproc=1, *extra):

@@ -5,7 +5,6 @@ an uninterrupted run bit for bit (batches are a pure function of the step), losi
 checkpoint interval of work.
 """
 import json
-import random
 import signal
 import subprocess
 import sys
@@ -13,21 +12,10 @@ import time
 
 import pytest
 
-from lmzoo.data import prepare_dataset
 from lmzoo.training.checkpointing import list_checkpoints, load_checkpoint, step_of
 
-WORDS = "rivers flow past quiet towns where old bridges cross green water slowly".split()
 STEPS = 150
 INTERVAL = 10
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    rng = random.Random(3)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(150)) for _ in range(40)]
-    path = tmp_path_factory.mktemp("data")
-    prepare_dataset(lambda: docs, path, val_fraction=0.2)
-    return path
 
 
 def command(data_dir, out):

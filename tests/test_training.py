@@ -3,20 +3,18 @@ import argparse
 import importlib.util
 import json
 import math
-import random
 
 import pytest
 import torch
 
 import lmzoo.modeling
 from lmzoo import create_model
-from lmzoo.data import TokenDataset, prepare_dataset
+from lmzoo.data import TokenDataset
 from lmzoo.errors import LmzooError
 from lmzoo.training import TrainConfig, add_train_arguments, config_from_args, evaluate, run_training
 from lmzoo.training.checkpointing import load_checkpoint
 from lmzoo.training.optim import CosineSchedule, param_groups
 
-WORDS = "the cat sat on a mat while dogs ran far away from home and birds sang all day long".split()
 
 
 @pytest.fixture(autouse=True)
@@ -25,15 +23,6 @@ def one_thread():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    rng = random.Random(0)
-    docs = [" ".join(rng.choice(WORDS) for _ in range(150)) for _ in range(40)]
-    path = tmp_path_factory.mktemp("data")
-    prepare_dataset(lambda: docs, path, val_fraction=0.2)
-    return path
 
 
 def tiny(data_dir, out, **overrides) -> TrainConfig:
