@@ -39,10 +39,12 @@ class State:
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy: position t predicts labels[t+1]; -100 is ignored."""
-    shifted = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    target = labels[:, 1:].reshape(-1)
+    # Shift the labels (padding the end with -100) rather than slicing the logits, which would
+    # copy the largest activation of the model.
+    target = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
+    flat = logits.reshape(-1, logits.shape[-1]).float()
     # sum / count rather than mean: an all-ignored batch gives 0, not NaN, without a host sync.
-    total = F.cross_entropy(shifted, target, ignore_index=-100, reduction="sum")
+    total = F.cross_entropy(flat, target, ignore_index=-100, reduction="sum")
     return total / (target != -100).sum().clamp(min=1)
 
 

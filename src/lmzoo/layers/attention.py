@@ -49,11 +49,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int = 0, cache=None) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
-        q = q.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # Row slices of the fused weight, not a split of its output (see SwiGLU.forward).
+        w = self.qkv.weight
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        q = F.linear(x, w[:q_dim]).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+        k = F.linear(x, w[q_dim:q_dim + kv_dim]).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = F.linear(x, w[q_dim + kv_dim:]).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rope(q, start), self.rope(k, start)

@@ -24,7 +24,9 @@ class RotaryEmbedding(nn.Module):
             length = max(end, 2 * (0 if self._cos is None else self._cos.shape[0]), 256)
             t = torch.arange(length, device=device, dtype=torch.float64)
             angles = torch.outer(t, self.inv_freq.to(device, torch.float64))
-            self._cos, self._sin = angles.cos().float(), angles.sin().float()
+            # Full-width tables with the sign folded into sin: x*cos + swap_halves(x)*sin.
+            self._cos = torch.cat((angles.cos(), angles.cos()), -1).float()
+            self._sin = torch.cat((-angles.sin(), angles.sin()), -1).float()
         return self._cos, self._sin
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -34,4 +36,4 @@ class RotaryEmbedding(nn.Module):
         cos = cos[start:start + length].to(x.dtype)
         sin = sin[start:start + length].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        return x * cos + torch.cat((x2, x1), dim=-1) * sin
