@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 # Sized so the demo takes about two minutes on a 2-core laptop CPU (see README).
-DEMO_DEFAULTS = dict(arch="transformer", size="micro", seq_len=256, batch_size=16, max_steps=300,
-                     lr=2e-3, warmup_steps=30, eval_interval=100, eval_batches=16, log_interval=10,
-                     checkpoint_interval=100)
+DEMO_DEFAULTS = dict(arch="transformer", size="micro", seq_len=256, batch_size=8, max_steps=250,
+                     lr=2e-3, warmup_steps=25, eval_interval=125, eval_batches=16, log_interval=25,
+                     checkpoint_interval=125)
 
 
 def register(verbs) -> None:
@@ -22,7 +22,7 @@ def register(verbs) -> None:
     p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     p.add_argument("--arch", default=DEMO_DEFAULTS["arch"], help="architecture (default: transformer)")
     p.add_argument("--size", default=DEMO_DEFAULTS["size"], help="size preset (default: micro)")
-    p.add_argument("--steps", type=int, default=DEMO_DEFAULTS["max_steps"], help="training steps (default: 300)")
+    p.add_argument("--steps", type=int, default=DEMO_DEFAULTS["max_steps"], help="training steps (default: 250)")
     p.add_argument("--prompt", default="The ", help="prompt for the sample")
     p.set_defaults(run=run_demo)
 
