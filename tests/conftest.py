@@ -27,6 +27,14 @@ def contract_cases():
             yield pytest.param(arch, overrides, id=f"{arch}-{'-'.join(f'{k}={v}' for k, v in overrides.items())}")
 
 
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """Training runs may set torch's thread count (--threads); undo it after each test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """A small prepared dataset (bytes tokenizer): 40 documents of random words, 20% val."""

@@ -17,14 +17,6 @@ from lmzoo.training.optim import CosineSchedule, param_groups
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls.
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(data_dir, out, **overrides) -> TrainConfig:
     base = dict(arch="transformer", size="nano", model_args={"d_model": 32, "n_layers": 2}, data=str(data_dir),
                 out=str(out), seq_len=32, batch_size=4, max_steps=4, warmup_steps=2, log_interval=1,

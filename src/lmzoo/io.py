@@ -55,3 +55,19 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_format_json(path: Path, fmt: str, version: int, what: str, fix: str) -> dict[str, Any]:
+    """Read a JSON file stamped `{"format": fmt, "format_version": <= version}`, or raise a
+    one-line LmzooError that names the file and ends with `fix`."""
+    from lmzoo.errors import LmzooError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LmzooError(f"corrupt {what} {path} ({err}); {fix}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise LmzooError(f"{path} is not an lmzoo {what} (no \"format\": \"{fmt}\"); {fix}")
+    if data.get("format_version", 0) > version:
+        raise LmzooError(f"{path} was written by a newer lmzoo (format {data['format_version']}); upgrade lmzoo")
+    return data

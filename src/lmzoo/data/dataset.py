@@ -6,7 +6,6 @@ N ranks with batch B see exactly the windows of one process with batch N*B.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from lmzoo.errors import LmzooError
+from lmzoo.io import read_format_json
 from lmzoo.tokenizers import Tokenizer, load_tokenizer
 
 META_FILE = "meta.json"
@@ -37,14 +37,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     path = directory / META_FILE
     if not path.is_file():
         raise LmzooError(f"{directory} has no {META_FILE} (not a prepared dataset, or preparation was interrupted); {rerun}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LmzooError(f"corrupt {path} ({err}); re-run `lmzoo prepare`") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise LmzooError(f"{path} is not an lmzoo dataset description; re-run `lmzoo prepare`")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise LmzooError(f"{path} was written by a newer lmzoo (format {meta['format_version']}); upgrade lmzoo")
+    meta = read_format_json(path, FORMAT, FORMAT_VERSION, "dataset description", "re-run `lmzoo data prepare`")
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing or meta["dtype"] not in DTYPES:
         raise LmzooError(f"{path} is damaged (missing {missing or 'nothing'}, dtype {meta.get('dtype')}); "

@@ -11,7 +11,6 @@ importing its module in `lmzoo/tokenizers/__init__.py`.
 """
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lmzoo.errors import LmzooError
-from lmzoo.io import write_json_atomic
+from lmzoo.io import read_format_json, write_json_atomic
 
 if TYPE_CHECKING:
     from lmzoo.data.sources import Inputs
@@ -139,14 +138,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if not path.is_file():
         raise LmzooError(f"no tokenizer found at {path}; pass a directory holding {TOKENIZER_FILE} or the file itself")
     fix = "delete it and re-run prepare (or train_tokenizer)"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LmzooError(f"corrupt tokenizer file {path} ({err}); {fix}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise LmzooError(f"{path} is not an lmzoo tokenizer file (no \"format\": \"{FORMAT}\"); {fix}")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise LmzooError(f"{path} was written by a newer lmzoo (format {data['format_version']}); upgrade lmzoo")
+    data = read_format_json(path, FORMAT, FORMAT_VERSION, "tokenizer file", fix)
     cls = _kind_class(str(data.get("kind")))
     try:
         return cls.from_state(data)
