@@ -73,6 +73,10 @@ class CausalLM(nn.Module):
     def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list[Any]:
         raise NotImplementedError
 
+    def set_training_progress(self, fraction: float) -> None:
+        """Called by the trainer before each step with the share of the run done, in [0, 1]
+        (schedules inside a model, such as a gate temperature, follow it). Default: nothing."""
+
     # ---- shared ---------------------------------------------------------------------------
     def init_weights(self) -> None:
         """N(0, init_std) everywhere; residual output projections scaled by 1/sqrt(2 n_layers)."""

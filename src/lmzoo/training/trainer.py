@@ -202,6 +202,7 @@ class Trainer:
         """Forward/backward over the micro-batches, clip, update. Returns device tensors only."""
         cfg, env = self.cfg, self.env
         set_lr(self.optimizer, self.schedule(self.progress.step))
+        self.model.set_training_progress(self.progress.step / self.total_steps)
         # This rank's share of the step's global batch, split into the accumulation micro-batches.
         windows = self.train_data.get_batch(self.progress.step, cfg.batch_size * cfg.grad_accum, cfg.seq_len,
                                             seed=cfg.seed, rank=env.rank, world_size=env.world_size,
