@@ -17,6 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONTRACT_VARIANTS = {
     "transformer": [{"window": 7}, {"qk_norm": True}],
     "complexity": [{"routing": "range"}, {"window": 5}],
+    "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}, {"spike_capacity": 0.3}],
 }
 
 

@@ -37,3 +37,11 @@ class RotaryEmbedding(nn.Module):
         sin = sin[start:start + length].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat((x2, x1), dim=-1) * sin
+
+    def rotate_at(self, x: torch.Tensor, positions: torch.Tensor, end: int) -> torch.Tensor:
+        """x: [N, H, Dh] rows at absolute `positions` [N], all < `end` (gathered tokens) -> rotated."""
+        cos, sin = self._tables(end, x.device)
+        cos = cos[positions].unsqueeze(1).to(x.dtype)
+        sin = sin[positions].unsqueeze(1).to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((x2, x1), dim=-1) * sin

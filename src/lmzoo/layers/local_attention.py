@@ -1,0 +1,95 @@
+"""Sliding-window attention computed only for selected tokens (gather -> attend -> scatter).
+
+Keys and values are projected for every token (they are cheap and later selected tokens look
+back at them); queries, the attention itself and the output projection run only for the
+selected rows. Each selected query at position t attends to keys t-w+1 .. t (GQA, RoPE).
+
+The key/value history is carried as a [B, w-1, Hkv, Dh] tensor of the latest keys before the
+chunk (zeros, masked out, before position 0), so training, chunked prefill and one-token decoding
+are one code path.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmzoo.layers.kv_cache import causal_mask
+from lmzoo.layers.rotary import RotaryEmbedding
+
+
+class WindowHistory:
+    """One layer's keys/values of the w-1 tokens before the next chunk (decoding state)."""
+
+    def __init__(self):
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+
+class GatedLocalAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, window: int, rope_theta: float = 10000.0):
+        super().__init__()
+        if d_model % n_heads or n_heads % n_kv_heads:
+            raise ValueError(f"d_model ({d_model}) must divide by n_heads ({n_heads}), "
+                             f"and n_heads by n_kv_heads ({n_kv_heads})")
+        self.n_heads, self.n_kv_heads, self.window = n_heads, n_kv_heads, window
+        self.head_dim = d_model // n_heads
+        self.q = nn.Linear(d_model, d_model, bias=False)
+        self.kv = nn.Linear(d_model, 2 * n_kv_heads * self.head_dim, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.out.residual_projection = True
+        self.rope = RotaryEmbedding(self.head_dim, rope_theta)
+
+    def keys_values(self, h: torch.Tensor, start: int, history: WindowHistory | None):
+        """Rotated keys/values of the chunk with the w-1 before it: two [B, w-1+n, Hkv, Dh]."""
+        b, n, _ = h.shape
+        k, v = self.kv(h).view(b, n, 2, self.n_kv_heads, self.head_dim).unbind(2)
+        k = self.rope(k.transpose(1, 2), start).transpose(1, 2)
+        past = self.window - 1
+        if history is None or history.k is None:
+            pad = (0, 0, 0, 0, past, 0)
+            k_ext, v_ext = F.pad(k, pad), F.pad(v, pad)
+        else:
+            k_ext = torch.cat((history.k.to(k.dtype), k), dim=1)
+            v_ext = torch.cat((history.v.to(v.dtype), v), dim=1)
+        if history is not None:
+            history.k, history.v = k_ext[:, n:], v_ext[:, n:]  # the w-1 newest, for the next chunk
+        return k_ext, v_ext
+
+    def forward(self, h: torch.Tensor, selected: torch.Tensor, scale: torch.Tensor, start: int = 0,
+                history: WindowHistory | None = None) -> torch.Tensor:
+        """h [B, n, D]; selected [B, n] bool; scale [B, n] -> the residual update [B, n, D], zero
+        at unselected tokens."""
+        b, n, d = h.shape
+        k_ext, v_ext = self.keys_values(h, start, history)
+        rows = selected.reshape(-1).nonzero().squeeze(1)  # the one host sync: how many were selected
+        update = h.new_zeros(b * n, d)
+        if rows.numel() == 0:
+            return update.view(b, n, d)
+        batch, t = rows // n, rows % n
+        q = self.q(h.reshape(b * n, d)[rows]).view(-1, self.n_heads, self.head_dim)
+        q = self.rope.rotate_at(q, t + start, start + n)
+        # Window of query t: rows t .. t+w-1 of the extended keys (positions t-w+1 .. t).
+        k_win = k_ext.unfold(1, self.window, 1)[batch, t].transpose(-1, -2)  # [N, Hkv, w, Dh]
+        v_win = v_ext.unfold(1, self.window, 1)[batch, t].transpose(-1, -2)
+        key_pos = (t + start - self.window + 1)[:, None] + torch.arange(self.window, device=h.device)
+        visible = (key_pos >= 0)[:, None, None, :]  # keys before position 0 are padding
+        y = F.scaled_dot_product_attention(q.unsqueeze(2), k_win, v_win, attn_mask=visible,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        y = self.out(y.reshape(-1, d)) * scale.reshape(-1)[rows, None].to(h.dtype)
+        return update.index_copy(0, rows, y).view(b, n, d)
+
+
+def reference_local_attention(module: GatedLocalAttention, h: torch.Tensor, selected: torch.Tensor,
+                              scale: torch.Tensor) -> torch.Tensor:
+    """Dense form: every token attends to its window, then unselected rows are zeroed (for tests)."""
+    b, n, d = h.shape
+    hq, hk, dh = module.n_heads, module.n_kv_heads, module.head_dim
+    q = module.rope(module.q(h).view(b, n, hq, dh).transpose(1, 2))
+    k, v = module.kv(h).view(b, n, 2, hk, dh).unbind(2)
+    k, v = module.rope(k.transpose(1, 2)), v.transpose(1, 2)
+    pos = torch.arange(n, device=h.device)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, pos, module.window),
+                                       enable_gqa=hk != hq)
+    y = module.out(y.transpose(1, 2).reshape(b, n, d))
+    return y * (selected * scale)[..., None].to(y.dtype)

@@ -1,0 +1,99 @@
+"""The Spike-Walze "roller": a causal sparse-tap depthwise convolution plus gated channel mixing.
+
+The seed rolls a 3x3 kernel over the sequence laid out as a 32-wide grid, which sees future
+positions and wraps the sequence end onto its start. Here only the past half of that
+neighbourhood is kept: taps at offsets {0, 1, 2, 31, 32, 33} (this token, the two before it,
+and the three "above" it in the 32-wide grid), times an optional per-layer dilation.
+
+    c_t = bias + sum_k w_k * h_{t - offset_k}          (per channel; h before t=0 is zero)
+    y_t = W_out(c_t * silu(W_gate h_t))                 (the channel mixing a depthwise conv lacks)
+
+Decoding keeps the last `max_offset` inputs in a circular buffer: token t is written to slot
+t mod R and tap k reads slot (t - offset_k) mod R, so a step costs no shifting copy.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_TAPS = (0, 1, 2, 31, 32, 33)
+
+
+class WalzeBuffer:
+    """Circular buffer of one layer's last R roller inputs, per sample ([B, R, D], zeros = before t=0)."""
+
+    def __init__(self, span: int):
+        self.span = span
+        self.slots: torch.Tensor | None = None
+
+    def history(self, like: torch.Tensor, start: int) -> torch.Tensor:
+        """Inputs at positions start-R .. start-1, oldest first: [B, R, D]."""
+        if self.slots is None:
+            self.slots = like.new_zeros(like.shape[0], self.span, like.shape[2])
+        elif self.slots.dtype != like.dtype:
+            self.slots = self.slots.to(like.dtype)
+        order = torch.arange(start - self.span, start, device=like.device) % self.span
+        return self.slots[:, order]
+
+    def write(self, h: torch.Tensor, start: int) -> None:
+        keep = min(h.shape[1], self.span)
+        end = start + h.shape[1]
+        slots = torch.arange(end - keep, end, device=h.device) % self.span
+        self.slots[:, slots] = h[:, -keep:]
+
+
+class CausalWalze(nn.Module):
+    def __init__(self, d_model: int, taps: tuple[int, ...] = DEFAULT_TAPS, dilation: int = 1):
+        super().__init__()
+        if not taps or min(taps) < 0 or len(set(taps)) != len(taps):
+            raise ValueError(f"walze taps must be distinct offsets >= 0, got {taps}")
+        self.offsets = tuple(sorted(t * dilation for t in taps))
+        self.span = max(max(self.offsets), 1)  # buffer length: the oldest input a tap reads
+        self.tap_weight = nn.Parameter(torch.empty(len(self.offsets), d_model))
+        self.tap_bias = nn.Parameter(torch.zeros(d_model))
+        self.gate = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.out.residual_projection = True
+        self.reset_taps()
+
+    def reset_taps(self) -> None:
+        # Average of the taps at init: a smooth look-back the mixing can build on.
+        nn.init.constant_(self.tap_weight, 1.0 / len(self.offsets))
+
+    def new_buffer(self) -> WalzeBuffer:
+        return WalzeBuffer(self.span)
+
+    def convolve(self, h: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """Depthwise causal conv of h [B, n, D]; `history` holds the R inputs before it (None = zeros)."""
+        n = h.shape[1]
+        if history is None:
+            ext = F.pad(h, (0, 0, self.span, 0))
+        else:
+            ext = torch.cat((history, h), dim=1)
+        out = self.tap_bias.to(h.dtype).expand_as(h)
+        for k, offset in enumerate(self.offsets):  # a loop over the 6 taps, not over positions
+            begin = self.span - offset
+            out = torch.addcmul(out, ext[:, begin:begin + n], self.tap_weight[k].to(h.dtype))
+        return out
+
+    def forward(self, h: torch.Tensor, start: int = 0, buffer: WalzeBuffer | None = None) -> torch.Tensor:
+        history = buffer.history(h, start) if buffer is not None else None
+        c = self.convolve(h, history)
+        if buffer is not None:
+            buffer.write(h, start)
+        return self.out(c * F.silu(self.gate(h)))
+
+
+def reference_walze_conv(h: torch.Tensor, offsets: tuple[int, ...], weight: torch.Tensor,
+                         bias: torch.Tensor) -> torch.Tensor:
+    """Position-by-position form of `CausalWalze.convolve` (slow; for tests)."""
+    b, n, d = h.shape
+    out = torch.zeros_like(h)
+    for t in range(n):
+        acc = bias.clone().expand(b, d)
+        for k, offset in enumerate(offsets):
+            if t - offset >= 0:
+                acc = acc + weight[k] * h[:, t - offset]
+        out[:, t] = acc
+    return out

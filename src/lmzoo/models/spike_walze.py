@@ -1,0 +1,147 @@
+"""`spike-walze`: a causal roller, a per-token spike gate, and local attention only where it fires.
+
+One block (pre-norm, residual):
+
+    x += Walze(norm1(x))                                   causal sparse-tap conv + gated mixing
+    p, spike = SpikeGate(norm1(x_before), norm2(x))        per-token decision, p = soft score
+    x += spike * p * LocalAttn(norm2(x))                   queries/attention/out-proj only if spiked
+    x += SwiGLU(norm3(x))                                  (mlp=True, the default; the seed has none)
+
+An auxiliary loss pulls each layer's spike rate toward `spike_target`; the gate temperature is
+annealed from `temperature_start` to `temperature_end` by the trainer's progress. See
+docs/architectures.md for where this departs from the seed and why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmzoo.config import ModelConfig
+from lmzoo.errors import LmzooError
+from lmzoo.layers.local_attention import GatedLocalAttention, WindowHistory
+from lmzoo.layers.mlp import SwiGLU
+from lmzoo.layers.norm import RMSNorm
+from lmzoo.layers.spike_gate import SpikeGate, anneal_temperature, straight_through_rate
+from lmzoo.layers.walze import DEFAULT_TAPS, CausalWalze, WalzeBuffer
+from lmzoo.modeling import CausalLM, State
+from lmzoo.registry import register
+
+# Same d_model/layers/heads as `transformer`'s table; d_ff is cut to pay for the roller and the
+# gate (2.5 d^2 per layer), so the presets stay parameter-matched (tests/test_registry.py).
+#        name      d_model layers heads kv  d_ff
+SIZES = {
+    "nano": (128, 5, 4, 1, 288),
+    "micro": (256, 6, 4, 1, 576),
+    "tiny": (384, 10, 6, 1, 768),
+    "small": (512, 16, 8, 2, 1024),
+    "base": (768, 20, 12, 3, 1536),
+}
+
+
+@dataclass
+class SpikeWalzeConfig(ModelConfig):
+    n_heads: int = 4
+    n_kv_heads: int = 1
+    d_ff: int = 288
+    mlp: bool = True                      # False reproduces the seed's block (no feed-forward)
+    rope_theta: float = 10000.0
+    window: int = 64                      # local attention looks at the last `window` tokens
+    taps: tuple = DEFAULT_TAPS            # roller offsets into the past
+    dilation_cycle: int = 1               # layer i dilates the taps by 2 ** (i % cycle); 1 = none
+    spike_target: float = 0.25            # spike rate the auxiliary loss pulls toward
+    spike_loss_weight: float = 0.1
+    temperature_start: float = 1.0
+    temperature_end: float = 0.1
+    spike_capacity: float | None = None   # training only: at most this share of a sequence spikes
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.taps = tuple(int(t) for t in self.taps)
+        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise LmzooError(f"d_model ({self.d_model}) must divide by n_heads ({self.n_heads}) and n_heads "
+                             f"by n_kv_heads ({self.n_kv_heads})")
+        if self.window < 1 or self.dilation_cycle < 1:
+            raise LmzooError(f"window and dilation_cycle must be >= 1, got {self.window}, {self.dilation_cycle}")
+        if not 0.0 <= self.spike_target <= 1.0:
+            raise LmzooError(f"spike_target is a rate in [0, 1], got {self.spike_target}")
+        if not 0 < self.temperature_end <= self.temperature_start:
+            raise LmzooError("gate temperatures need 0 < temperature_end <= temperature_start, got "
+                             f"{self.temperature_start} -> {self.temperature_end}")
+        if self.spike_capacity is not None and not 0 < self.spike_capacity <= 1:
+            raise LmzooError(f"spike_capacity is a share in (0, 1] or None, got {self.spike_capacity}")
+
+
+class LayerState:
+    """Decoding state of one block: the roller's circular buffer and the window's keys/values."""
+
+    def __init__(self, walze: WalzeBuffer):
+        self.walze = walze
+        self.window = WindowHistory()
+
+
+class SpikeWalzeBlock(nn.Module):
+    def __init__(self, config: SpikeWalzeConfig, layer: int):
+        super().__init__()
+        d = config.d_model
+        self.walze_norm = RMSNorm(d, config.norm_eps)
+        self.walze = CausalWalze(d, config.taps, dilation=2 ** (layer % config.dilation_cycle))
+        self.attn_norm = RMSNorm(d, config.norm_eps)
+        self.gate = SpikeGate(d, config.temperature_start)
+        self.gate.capacity = config.spike_capacity
+        self.attn = GatedLocalAttention(d, config.n_heads, config.n_kv_heads, config.window, config.rope_theta)
+        self.mlp_norm = RMSNorm(d, config.norm_eps) if config.mlp else None
+        self.mlp = SwiGLU(d, config.d_ff) if config.mlp else None
+
+    def forward(self, x: torch.Tensor, start: int, state: LayerState | None):
+        h_before = self.walze_norm(x)
+        x = x + self.walze(h_before, start, state.walze if state is not None else None)
+        h = self.attn_norm(x)
+        p, spike = self.gate(h_before, h, start)
+        x = x + self.attn(h, spike, p, start, state.window if state is not None else None)
+        if self.mlp is not None:
+            x = x + self.mlp(self.mlp_norm(x))
+        return x, p, spike
+
+
+@register("spike-walze", SpikeWalzeConfig,
+          {name: dict(d_model=d, n_layers=n, n_heads=h, n_kv_heads=kv, d_ff=ff)
+           for name, (d, n, h, kv, ff) in SIZES.items()},
+          "causal conv roller + per-token spike gate + local attention only for spiked tokens")
+class SpikeWalzeLM(CausalLM):
+    def __init__(self, config: SpikeWalzeConfig):
+        super().__init__(config)
+        self.blocks = nn.ModuleList(SpikeWalzeBlock(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.init_weights()  # leaves the roller's taps at their averaging init (not a Linear)
+
+    def set_training_progress(self, fraction: float) -> None:
+        tau = anneal_temperature(fraction, self.config.temperature_start, self.config.temperature_end)
+        for block in self.blocks:
+            block.gate.temperature.fill_(tau)
+
+    def force_spike_rate(self, rate: float | None) -> None:
+        """Benchmarks: spike a fixed causal pattern of `rate` of the tokens (None = the router decides)."""
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise LmzooError(f"a forced spike rate must be in [0, 1], got {rate}")
+        for block in self.blocks:
+            block.gate.force_rate = rate
+
+    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
+        return [LayerState(block.walze.new_buffer()) for block in self.blocks]
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None):
+        start = state.position if state is not None else 0
+        x = self.embed(input_ids)
+        rates, penalty, stats = [], x.new_zeros((), dtype=torch.float32), {}
+        for i, block in enumerate(self.blocks):
+            x, p, spike = block(x, start, state.layers[i] if state is not None else None)
+            rate = straight_through_rate(p, spike)
+            penalty = penalty + (rate - self.config.spike_target) ** 2
+            stats[f"spike_rate/layer{i}"] = rate.detach()
+            rates.append(rate.detach())
+        stats["spike_rate"] = torch.stack(rates).mean()
+        stats["gate_temperature"] = self.blocks[0].gate.temperature.detach().clone()
+        aux_loss = penalty * (self.config.spike_loss_weight / len(self.blocks))
+        return self.norm(x), aux_loss, stats
