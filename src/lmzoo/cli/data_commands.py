@@ -1,4 +1,4 @@
-"""Verbs that prepare data: `data prepare`, `tokenizer train`."""
+"""Verbs that prepare data: `data prepare`, `data wiki-dump`, `tokenizer train`."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,16 @@ def register(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val split")
     p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens")
     p.set_defaults(run=run_prepare)
+
+    p = data.add_parser("wiki-dump", help="MediaWiki XML dump -> plain-text articles in JSONL shards (resumable)")
+    p.add_argument("dumps", nargs="+", metavar="DUMP",
+                   help="pages-articles .xml or .xml.bz2 files, or directories of them (also bare <page> files)")
+    p.add_argument("--out", required=True, help="output directory; rerunning into it resumes")
+    p.add_argument("--min-chars", type=int, default=200, help="skip articles shorter after cleaning (default 200)")
+    p.add_argument("--max-articles", type=int, default=None, help="stop once the output holds this many articles")
+    p.add_argument("--lang", default="de", help="the wiki's language code, for URLs of dumps without <siteinfo>")
+    p.add_argument("--workers", type=int, default=1, help="processes cleaning wikitext (default 1)")
+    p.set_defaults(run=run_wiki_dump)
 
     tok = verbs.add_parser("tokenizer", help="train or inspect tokenizers").add_subparsers(
         dest="tokenizer_verb", metavar="ACTION", required=True)
@@ -39,6 +49,18 @@ def run_prepare(args) -> None:
     splits = meta["splits"]
     print(f"wrote {args.out}: tokenizer {meta['tokenizer']} (vocab {meta['vocab_size']}), "
           + ", ".join(f"{name} {s['tokens']:,} tokens / {s['bytes']:,} bytes" for name, s in splits.items()))
+
+
+def run_wiki_dump(args) -> None:
+    from lmzoo.data.wiki_dump import extract_wiki_dump
+
+    summary = extract_wiki_dump(args.dumps, args.out, min_chars=args.min_chars, max_articles=args.max_articles,
+                                lang=args.lang, workers=args.workers, progress=True)
+    print(json.dumps({k: v for k, v in summary.items() if k != "inputs"}, indent=2))  # all in summary.json
+    if summary["complete"]:
+        print(f"next: lmzoo data prepare {args.out} --out DATA_DIR  (add --tokenizer bpe for a BPE vocabulary)")
+    else:
+        print(f"stopped early; rerun the same command to continue into {args.out}")
 
 
 def run_tokenizer_train(args) -> None:
