@@ -15,10 +15,15 @@ from typing import Any
 
 import yaml
 
+from lmzoo.data.difficulty import SCORERS
 from lmzoo.errors import LmzooError
 
 DTYPES = ("auto", "fp32", "bf16")
 NAN_POLICIES = ("skip", "stop")
+CURRICULA = ("none", "stages", "competence")
+CURRICULUM_METRICS = ("accuracy", "bpb")
+COMPETENCE_SHAPES = ("sqrt", "linear")
+LANGUAGES = ("de", "en")
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -52,7 +57,7 @@ class TrainConfig:
     min_lr_ratio: float = _field(0.1, "final learning rate as a fraction of --lr (end of the cosine)")
     warmup_steps: int = _field(100, "steps of linear warmup from 0 to --lr")
     weight_decay: float = _field(0.1, "AdamW weight decay (not applied to norms, biases, embeddings)")
-    betas: tuple = _field((0.9, 0.95), "AdamW betas")
+    betas: tuple = _field((0.9, 0.95), "AdamW betas", nargs=2, metavar=("BETA1", "BETA2"))
     grad_clip: float = _field(1.0, "clip the global gradient norm to this value; 0 disables clipping")
     # ---- numerics and speed ----
     dtype: str = _field("auto", "compute dtype: auto = bf16 autocast on CUDA, fp32 on CPU", choices=DTYPES)
@@ -73,6 +78,30 @@ class TrainConfig:
     tensorboard: bool = _field(False, "also write TensorBoard event files to OUT/tensorboard")
     # ---- distributed ----
     fsdp: bool = _field(False, "under torchrun: shard parameters with FSDP2 instead of replicating (DDP)")
+    # ---- curriculum learning (docs/training.md, "Curriculum learning") ----
+    curriculum: str = _field("none", "none = uniformly random windows; stages = unlock difficulty stages A-D "
+                                     "by a val metric (the Spike-Walze schedule); competence = sample from the "
+                                     "easiest c(t) share of windows (Platanios et al. 2019)", choices=CURRICULA)
+    curriculum_scorer: str = _field("stages", "window difficulty: stages (the seed's sentence-length stages), "
+                                              "length (words per sentence), compression (zlib ratio), "
+                                              "reference-loss (loss of --curriculum-reference)", choices=SCORERS)
+    curriculum_reference: str = _field("", "saved lmzoo model or run directory whose loss scores the windows "
+                                           "(for --curriculum-scorer reference-loss)")
+    curriculum_metric: str = _field("accuracy", "val metric that unlocks the next stage: accuracy (next-token, "
+                                                ">= threshold) or bpb (bits per byte, <= threshold)",
+                                    choices=CURRICULUM_METRICS)
+    curriculum_thresholds: tuple = _field((), "metric values that unlock stages B, C and D (default for accuracy: "
+                                              "the seed's 0.8 0.7 0.65; bpb needs them given)",
+                                          nargs=3, metavar=("B", "C", "D"))
+    curriculum_patience: int = _field(0, "enter the next stage after N steps in a stage without unlocking it; "
+                                         "0 = wait for the metric")
+    competence_start: float = _field(0.01, "c0: share of the easiest windows available at step 0")
+    competence_steps: int | None = _field(None, "steps until every window is available (default: the whole run)")
+    competence_shape: str = _field("sqrt", "competence growth: sqrt or linear", choices=COMPETENCE_SHAPES)
+    curriculum_lang: str = _field("de", "language of the sentence splitter (stages and length scorers)",
+                                  choices=LANGUAGES)
+    curriculum_max_windows: int = _field(200_000, "score (and train on) a seeded random subset of at most this "
+                                                  "many windows; 0 = all")
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -96,6 +125,42 @@ class TrainConfig:
             raise LmzooError(f"unknown dtype '{self.dtype}'; choose one of: {', '.join(DTYPES)}")
         if self.nan_policy not in NAN_POLICIES:
             raise LmzooError(f"unknown nan_policy '{self.nan_policy}'; choose one of: {', '.join(NAN_POLICIES)}")
+        self._check_curriculum()
+
+    def _check_curriculum(self) -> None:
+        for name, valid in (("curriculum", CURRICULA), ("curriculum_scorer", SCORERS),
+                            ("curriculum_metric", CURRICULUM_METRICS), ("competence_shape", COMPETENCE_SHAPES),
+                            ("curriculum_lang", LANGUAGES)):
+            if getattr(self, name) not in valid:
+                raise LmzooError(f"unknown {name} '{getattr(self, name)}'; choose one of: {', '.join(valid)}")
+        self.curriculum_thresholds = self._thresholds()
+        for name in ("curriculum_patience", "curriculum_max_windows"):
+            if getattr(self, name) < 0:
+                raise LmzooError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.competence_start <= 1.0:
+            raise LmzooError(f"competence_start must be in (0, 1], got {self.competence_start}")
+        if self.competence_steps is not None and self.competence_steps < 1:
+            raise LmzooError(f"competence_steps must be >= 1, got {self.competence_steps}")
+        if self.curriculum == "none":
+            return
+        if self.curriculum_scorer == "reference-loss" and not self.curriculum_reference:
+            raise LmzooError("--curriculum-scorer reference-loss needs --curriculum-reference "
+                             "(a saved lmzoo model or run directory)")
+        if self.curriculum == "stages" and self.curriculum_metric == "bpb" and not self.curriculum_thresholds:
+            raise LmzooError("--curriculum-metric bpb needs --curriculum-thresholds: three bits-per-byte values "
+                             "that unlock stages B, C and D (e.g. 2.2 2.0 1.9)")
+
+    def _thresholds(self) -> tuple:
+        values = tuple(self.curriculum_thresholds)
+        if values and (len(values) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   for v in values)):
+            raise LmzooError(f"curriculum_thresholds must be 3 numbers (for stages B, C, D), got {list(values)}")
+        values = tuple(float(v) for v in values)
+        accuracy = self.curriculum_metric == "accuracy"
+        if not all(0.0 <= v <= 1.0 if accuracy else v > 0.0 for v in values):
+            raise LmzooError(f"curriculum_thresholds {list(values)} are out of range for {self.curriculum_metric} "
+                             f"(accuracy: between 0 and 1; bpb: above 0)")
+        return values
 
     def _check_types(self) -> None:
         for f in fields(self):
@@ -127,6 +192,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
+        data["curriculum_thresholds"] = list(self.curriculum_thresholds)
         return data
 
 
@@ -157,7 +223,8 @@ def _parse_model_arg(text: str) -> tuple[str, Any]:
 def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
     meta = f.metadata
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    help_text = meta["help"] if default in (None, "", {}) else f"{meta['help']} (default: {default})"
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    help_text = meta["help"] if default in (None, "", {}, ()) else f"{meta['help']} (default: {shown})"
     # SUPPRESS keeps unset flags out of the namespace, so a recipe value is only overridden by a
     # flag the user actually typed.
     kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": help_text, "dest": f.name}
@@ -165,8 +232,8 @@ def _flag_kwargs(f: dataclasses.Field) -> dict[str, Any]:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif f.name == "model_args":
         kwargs.update(action="append", type=_parse_model_arg, metavar="KEY=VALUE")
-    elif f.name == "betas":
-        kwargs.update(nargs=2, type=float, metavar=("BETA1", "BETA2"))
+    elif f.type == "tuple":
+        kwargs.update(nargs=meta["nargs"], type=float, metavar=meta["metavar"])
     else:
         kwargs["type"] = {"int": int, "int | None": int, "float": float}.get(f.type, str)
     if "choices" in meta:

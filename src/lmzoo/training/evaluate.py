@@ -1,4 +1,4 @@
-"""Validation loss, bits per byte and perplexity over a dataset split."""
+"""Validation loss, bits per byte, perplexity and next-token accuracy over a dataset split."""
 from __future__ import annotations
 
 import contextlib
@@ -30,16 +30,17 @@ def evaluate(model: nn.Module, dataset, batch_size: int, seq_len: int, max_batch
     """Mean next-token loss (nats) over the split's first `max_batches` batches (all when None).
 
     Returns loss, bpb (bits per byte of the original text, via the split's tokens/bytes ratio),
-    ppl and tokens (the number of predicted tokens). Under torchrun pass rank/world_size: the
-    batches are dealt out across ranks and the sums all-reduced, so every rank gets the result.
+    ppl, accuracy (share of next tokens that are the argmax of the logits) and tokens (the number
+    of predicted tokens). Sums stay on the device until the end. Under torchrun pass
+    rank/world_size: the batches are dealt out across ranks and the sums all-reduced, so every
+    rank gets the result.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
                 else contextlib.nullcontext())
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = torch.zeros((), dtype=torch.float64, device=device)
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x tokens, tokens, correct
     try:
         for batch in _rank_share(dataset.iter_eval_batches(batch_size, seq_len, max_batches), rank, world_size):
             batch = batch.to(device, non_blocking=True)
@@ -47,16 +48,17 @@ def evaluate(model: nn.Module, dataset, batch_size: int, seq_len: int, max_batch
                 logits = model(batch).logits
             # Cross-entropy alone: an architecture's auxiliary loss is not part of the val metric.
             predicted = batch[:, 1:].numel()
-            total += causal_lm_loss(logits, batch).double() * predicted
-            count += predicted
+            sums[0] += causal_lm_loss(logits, batch).double() * predicted
+            sums[1] += predicted
+            sums[2] += (logits[:, :-1].argmax(-1) == batch[:, 1:]).sum()
     finally:
         model.train(was_training)
-    total, count = all_reduce_sum(total), all_reduce_sum(count)
+    total, count, correct = all_reduce_sum(sums).tolist()
     tokens = int(count)
     if tokens == 0:
         raise LmzooError(f"the val split holds no batch of {batch_size} x {seq_len} tokens per rank; "
                          "lower --seq-len/--batch-size or prepare more validation data")
-    loss = float(total) / max(tokens, 1)
+    loss = total / tokens
     return {"loss": loss, "bpb": dataset.bits_per_byte(loss),
             "ppl": math.exp(min(loss, 700.0)),  # capped: exp overflows a float past ~709
-            "tokens": tokens}
+            "accuracy": correct / tokens, "tokens": tokens}

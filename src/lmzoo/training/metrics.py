@@ -93,14 +93,27 @@ class MetricsLogger:
 
 
 def format_row(row: dict[str, Any], total_steps: int) -> str:
-    """One console line for a train or eval row."""
+    """One console line for a train, eval or curriculum row."""
+    head = f"step {row['step']}/{total_steps}"
     if row["type"] == "eval":
-        return (f"step {row['step']}/{total_steps} | val loss {row['val_loss']:.4f} | "
-                f"val bpb {row['val_bpb']:.4f} | val ppl {row['val_ppl']:.2f}")
+        accuracy = f" | val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
+        return (f"{head} | val loss {row['val_loss']:.4f} | val bpb {row['val_bpb']:.4f} | "
+                f"val ppl {row['val_ppl']:.2f}{accuracy}")
+    if row["type"] == "curriculum":
+        return f"{head} | curriculum: {row['event']}"
     loss = "n/a" if row["loss"] is None else f"{row['loss']:.4f}"
-    line = (f"step {row['step']}/{total_steps} | loss {loss} | lr {row['lr']:.2e} | "
+    line = (f"{head} | loss {loss} | lr {row['lr']:.2e} | "
             f"{row['tok_s']:,.0f} tok/s | grad norm {row['grad_norm']:.3f}")
-    return line + (f" | skipped {row['skipped_steps']}" if row["skipped_steps"] else "")
+    line += f" | skipped {row['skipped_steps']}" if row["skipped_steps"] else ""
+    return line + _curriculum_part(row)
+
+
+def _curriculum_part(row: dict[str, Any]) -> str:
+    if "curriculum_stages" in row:
+        return f" | stages {row['curriculum_stages']}"
+    if "competence" in row:
+        return f" | competence {row['competence']:.3f}"
+    return ""
 
 
 def warn(message: str) -> None:

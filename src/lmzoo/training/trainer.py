@@ -1,7 +1,8 @@
 """The training loop: `run_training(TrainConfig) -> summary dict`.
 
 One optimizer step = `grad_accum` micro-batches of `batch_size` windows on each of
-`world_size` processes. Batches are a pure function of (seed, step), so the data position is
+`world_size` processes. Batches are a pure function of (seed, step) -- and, with --curriculum,
+of the curriculum's state, which checkpoints carry (`curriculum.py`) -- so the data position is
 the step and a resumed run sees exactly the batches an uninterrupted one would have.
 
 The loop reads nothing back from the device between log points: losses and non-finite-step
@@ -36,6 +37,7 @@ from lmzoo.training.checkpointing import (
     save_checkpoint,
 )
 from lmzoo.training.config import TrainConfig
+from lmzoo.training.curriculum import build_curriculum, curriculum_fields
 from lmzoo.training.distributed import (
     DistEnv,
     any_rank,
@@ -161,6 +163,8 @@ class Trainer:
         self.progress = Progress()
         self.last_checkpoint: Path | None = None
         self.last_eval: dict | None = None
+        # The batch source: shuffled windows, or a curriculum (scored here, once; see curriculum.py).
+        self.curriculum = build_curriculum(cfg, self.train_data, env, self.total_steps, self.autocast_dtype)
         if resume is not None:
             self._restore(resume)
 
@@ -183,8 +187,10 @@ class Trainer:
         self.progress = Progress(state["step"], state["tokens_seen"], state.get("skipped_steps", 0),
                                  state.get("best_val_loss"))
         self.last_checkpoint = ckpt.path
+        self.curriculum.load_state_dict(state.get("curriculum"), self.progress.step)
         saved, now = state.get("train_config", {}), self.cfg.to_dict()
-        changed = [k for k in TRAJECTORY_FIELDS if k in saved and saved[k] != now[k]]
+        fields = TRAJECTORY_FIELDS + curriculum_fields(saved, now)
+        changed = [k for k in fields if k in saved and saved[k] != now[k]]
         if state.get("world_size", self.env.world_size) != self.env.world_size:
             changed.append("world_size")
         if state.get("schedule", self.schedule.to_dict()) != self.schedule.to_dict():
@@ -204,7 +210,8 @@ class Trainer:
         set_lr(self.optimizer, self.schedule(self.progress.step))
         self.model.set_training_progress(self.progress.step / self.total_steps)
         # This rank's share of the step's global batch, split into the accumulation micro-batches.
-        windows = self.train_data.get_batch(self.progress.step, cfg.batch_size * cfg.grad_accum, cfg.seq_len,
+        self.curriculum.before_step(self.progress.step)
+        windows = self.curriculum.get_batch(self.progress.step, cfg.batch_size * cfg.grad_accum, cfg.seq_len,
                                             seed=cfg.seed, rank=env.rank, world_size=env.world_size,
                                             device=env.device)
         loss = torch.zeros((), device=env.device)
@@ -272,14 +279,21 @@ class Trainer:
         row = {"type": "train", "step": progress.step, "loss": read["loss"],
                "lr": self.schedule(progress.step - 1), "tokens": progress.tokens, "tok_s": tok_s,
                "grad_norm": read["grad_norm"], "skipped_steps": progress.skipped_steps,
-               **{name: float(value) for name, value in stats.items()}}
+               **{name: float(value) for name, value in stats.items()}, **self.curriculum.row(progress.step - 1)}
         metrics.log(row)
+        self._log_curriculum_events(metrics)
         if read["skipped"]:
             self._on_nonfinite(read["first_bad_step"], read["skipped"])
         self._report(row, bar)
-        if read["loss"] is not None:
-            bar.set_postfix(loss=f"{read['loss']:.4f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        loss = {} if read["loss"] is None else {"loss": f"{read['loss']:.4f}"}
+        bar.set_postfix(**loss, tok_s=f"{tok_s:,.0f}", **self.curriculum.postfix(progress.step - 1), refresh=False)
         return row
+
+    def _log_curriculum_events(self, metrics: MetricsLogger) -> None:
+        for row in self.curriculum.pop_events():
+            metrics.log(row)
+            if self.env.is_main:
+                tqdm.write(format_row(row, self.total_steps), file=sys.stderr)
 
     def _on_nonfinite(self, first_bad_step: int, skipped: int) -> None:
         last_good = self.last_checkpoint or "none saved yet"
@@ -304,10 +318,12 @@ class Trainer:
         best = self.progress.best_val_loss
         self.progress.best_val_loss = result["loss"] if best is None else min(best, result["loss"])
         self.last_eval = result
-        row = {"type": "eval", "step": self.progress.step, "val_loss": result["loss"],
-               "val_bpb": result["bpb"], "val_ppl": result["ppl"], "val_tokens": result["tokens"]}
+        row = {"type": "eval", "step": self.progress.step, "val_loss": result["loss"], "val_bpb": result["bpb"],
+               "val_ppl": result["ppl"], "val_accuracy": result["accuracy"], "val_tokens": result["tokens"]}
         metrics.log(row)
         self._report(row, bar)
+        self.curriculum.after_eval(self.progress.step, result)  # may unlock the next stage
+        self._log_curriculum_events(metrics)
         self._restart_clock()
 
     def _save(self) -> None:
@@ -330,7 +346,8 @@ class Trainer:
         p = self.progress
         return {"step": p.step, "tokens_seen": p.tokens, "skipped_steps": p.skipped_steps,
                 "best_val_loss": p.best_val_loss, "world_size": self.env.world_size,
-                "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict()}
+                "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict(),
+                "curriculum": self.curriculum.state_dict()}
 
     def _summary(self, train_row: dict | None, started: float) -> dict:
         interrupted = self.progress.step < self.total_steps
@@ -342,6 +359,8 @@ class Trainer:
                 "train_loss": train_row["loss"] if train_row else None,
                 "val_loss": self.last_eval["loss"] if self.last_eval else None,
                 "val_bpb": self.last_eval["bpb"] if self.last_eval else None,
+                "val_accuracy": self.last_eval["accuracy"] if self.last_eval else None,
                 "best_val_loss": self.progress.best_val_loss, "skipped_steps": self.progress.skipped_steps,
+                **self.curriculum.row(self.progress.step - 1),
                 "final_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                 "elapsed_s": time.perf_counter() - started}
