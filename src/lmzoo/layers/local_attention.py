@@ -69,15 +69,25 @@ class GatedLocalAttention(nn.Module):
         batch, t = rows // n, rows % n
         q = self.q(h.reshape(b * n, d)[rows]).view(-1, self.n_heads, self.head_dim)
         q = self.rope.rotate_at(q, t + start, start + n)
-        # Window of query t: rows t .. t+w-1 of the extended keys (positions t-w+1 .. t).
-        k_win = k_ext.unfold(1, self.window, 1)[batch, t].transpose(-1, -2)  # [N, Hkv, w, Dh]
-        v_win = v_ext.unfold(1, self.window, 1)[batch, t].transpose(-1, -2)
-        key_pos = (t + start - self.window + 1)[:, None] + torch.arange(self.window, device=h.device)
+        # Window of query t: rows t .. t+w-1 of the extended keys (positions t-w+1 .. t), gathered
+        # with one index_select, whose backward is an index_add into a tensor of k_ext's size.
+        offsets = torch.arange(self.window, device=h.device)
+        ext_rows = (batch * k_ext.shape[1] + t)[:, None] + offsets  # [N, w] rows of the flattened k_ext
+        k_win = self._gather(k_ext, ext_rows)
+        v_win = self._gather(v_ext, ext_rows)
+        key_pos = (t + start - self.window + 1)[:, None] + offsets
         visible = (key_pos >= 0)[:, None, None, :]  # keys before position 0 are padding
         y = F.scaled_dot_product_attention(q.unsqueeze(2), k_win, v_win, attn_mask=visible,
                                            enable_gqa=self.n_kv_heads != self.n_heads)
         y = self.out(y.reshape(-1, d)) * scale.reshape(-1)[rows, None].to(h.dtype)
         return update.index_copy(0, rows, y).view(b, n, d)
+
+
+    @staticmethod
+    def _gather(ext: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """[B, P, Hkv, Dh] and [N, w] flat row ids -> [N, Hkv, w, Dh]."""
+        flat = ext.reshape(-1, *ext.shape[2:])
+        return flat.index_select(0, rows.reshape(-1)).view(*rows.shape, *ext.shape[2:]).transpose(1, 2)
 
 
 def reference_local_attention(module: GatedLocalAttention, h: torch.Tensor, selected: torch.Tensor,
