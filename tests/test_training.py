@@ -11,6 +11,7 @@ import lmzoo.modeling
 from lmzoo import create_model
 from lmzoo.data import TokenDataset
 from lmzoo.errors import LmzooError
+import lmzoo
 from lmzoo.training import TrainConfig, add_train_arguments, config_from_args, evaluate, run_training
 from lmzoo.training.checkpointing import load_checkpoint
 from lmzoo.training.optim import CosineSchedule, param_groups
@@ -78,6 +79,16 @@ def test_metrics_eval_and_summary(data_dir, tmp_path):
     assert train[-1]["tokens"] == 4 * 4 * 32 and summary["status"] == "completed"
     assert summary["val_loss"] == evals[-1]["val_loss"] and summary["skipped_steps"] == 0
     assert summary["best_val_loss"] == min(r["val_loss"] for r in evals)
+    # The run directory itself loads as its newest checkpoint.
+    assert lmzoo.load(out).config == lmzoo.load(summary["final_checkpoint"]).config
+
+
+def test_spike_walze_run_logs_rates_and_anneals_the_gate(data_dir, tmp_path):
+    out = tmp_path / "run"
+    run_training(tiny(data_dir, out, arch="spike-walze", max_steps=4, log_interval=2, eval_interval=0))
+    train = rows(out)
+    assert {"spike_rate", "spike_rate/layer0", "gate_temperature"} <= set(train[0])
+    assert train[-1]["gate_temperature"] < train[0]["gate_temperature"] < 1.0
 
 
 def test_evaluate_bits_per_byte(data_dir):

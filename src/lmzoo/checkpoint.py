@@ -72,11 +72,24 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state, strict=False)
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model or checkpoint directory as given; a training run's directory -> its newest valid checkpoint."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir():
+        from lmzoo.training.checkpointing import latest_valid_checkpoint
+
+        found = latest_valid_checkpoint(path / "checkpoints")
+        if found is None:
+            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
+        return found.path
+    return path
+
+
 def load(directory: str | Path, map_location: str = "cpu", expect: type | None = None):
-    """Rebuild a model saved by `save_pretrained` (or a trainer checkpoint directory)."""
+    """Rebuild a model saved by `save_pretrained`, a trainer checkpoint, or a run's newest checkpoint."""
     from lmzoo.registry import get_architecture
 
-    directory = Path(directory)
+    directory = resolve_model_dir(directory)
     config = read_config(directory)
     arch = get_architecture(config.arch)
     if expect is not None and not issubclass(arch.model_cls, expect):

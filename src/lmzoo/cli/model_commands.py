@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 import lmzoo
+from lmzoo.checkpoint import resolve_model_dir
 from lmzoo.errors import LmzooError
 
 
@@ -69,21 +70,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_model_dir(path: str) -> Path:
-    """A model directory, or a training run's output directory (-> its newest valid checkpoint)."""
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "checkpoints").is_dir():
-        from lmzoo.training import latest_valid_checkpoint
-
-        found = latest_valid_checkpoint(path / "checkpoints")
-        if found is None:
-            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
-        return found.path
-    return path
-
-
 def load_model_and_tokenizer(directory: str, device: torch.device):
-    directory = resolve_model_dir(directory)
+    directory = resolve_model_dir(directory)  # for the message below; load() resolves it too
     model = lmzoo.load(directory, map_location=str(device))
     if model.tokenizer is None:
         raise LmzooError(f"'{directory}' has no tokenizer.json; save the model with its tokenizer")

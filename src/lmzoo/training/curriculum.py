@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, resolve_model_dir
 from lmzoo.checkpoint import load as load_model
 from lmzoo.data.dataset import _to_tensor
 from lmzoo.data.difficulty import (
@@ -45,7 +45,6 @@ from lmzoo.data.difficulty import (
     write_cached,
 )
 from lmzoo.errors import LmzooError
-from lmzoo.training.checkpointing import latest_valid_checkpoint
 from lmzoo.training.metrics import warn
 
 # Sampling weights of stages A-D in each phase (the seed's schedule).
@@ -310,11 +309,7 @@ def _score(cfg, dataset, windows, reference: Path | None, env, autocast_dtype) -
 
 def resolve_reference(path: str) -> Path:
     """A saved model or checkpoint directory as given, or a run directory's newest valid checkpoint."""
-    directory = Path(path)
-    if not (directory / CONFIG_FILE).is_file() and (directory / "checkpoints").is_dir():
-        found = latest_valid_checkpoint(directory / "checkpoints")
-        if found is not None:
-            return found.path
+    directory = resolve_model_dir(path)
     if not (directory / CONFIG_FILE).is_file():
         raise LmzooError(f"--curriculum-reference '{path}' holds no saved lmzoo model (no {CONFIG_FILE}); pass a "
                          "model, checkpoint or run directory")
