@@ -127,3 +127,36 @@ def test_machine_info_and_memory(common):
     assert info["torch_threads"] >= 1 and info["cpu"] and info["gpu"] is None
     assert common.peak_rss_mb() >= common.current_rss_mb() > 0
     assert sys.executable  # fresh-process memory probes need a Python to start
+
+
+def test_spike_walze_rates_and_scaling_report(tmp_path, one_thread):
+    sw = load("spike_walze")
+    args = sw.parse_args(["--rates", "--scaling", "--size", "nano", "--batch-size", "1", "--seq-len", "32",
+                          "--lengths", "32", "64", "--repeats", "1", "--warmup", "0", "--scaling-repeats", "1",
+                          "--threads", str(one_thread), "--no-write"])
+    rates = sw.measure_rates(args)
+    attention = {r["rate"]: r for r in rates["rows"] if r["path"] == "attention"}
+    assert attention[1.0]["time_vs_rate1"]["fwd"] == 1.0
+    assert attention[0.0]["forward_flops_per_token"] < attention[0.25]["forward_flops_per_token"] \
+        < attention[1.0]["forward_flops_per_token"]
+    scaling = sw.measure_scaling(args)
+    assert set(scaling["archs"]) == {"spike-walze", "transformer"}
+    base = {"command": "cmd", "date": "today", "machine": {}, "threads": 1}
+    assert "Goal" in sw.render_rates({**base, "rates": rates})
+    assert "exponent" in sw.render_scaling({**base, "scaling": scaling})
+    assert sw.fitted_exponent([1, 2, 4], [3.0, 6.0, 12.0]) == pytest.approx(1.0)
+    assert sw.fitted_exponent([1, 2, 4], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+
+
+def test_claims_ledger_verdicts_follow_the_rules(monkeypatch):
+    claims = load("claims")
+    scaling = {"scaling": {"lengths": [512, 8192], "archs": {"spike-walze": {"exponent": 1.05},
+                                                              "transformer": {"exponent": 1.4}}}}
+    assert claims.judge_scaling(scaling)[1] == "holds"
+    scaling["scaling"]["archs"]["spike-walze"]["exponent"] = 1.6
+    assert claims.judge_scaling(scaling)[1] == "does not hold"
+    runs = {"arch": "a", "size": "s", "runs": [{"order": "shuffled", "val": {"bpb": 2.0}, "tokens": 1},
+                                               {"order": "stages", "val": {"bpb": 2.001}, "tokens": 1}]}
+    assert claims.judge_curriculum(runs)[1].startswith("does not hold")
+    monkeypatch.setattr(claims, "load_result", lambda name: None)
+    assert claims.NOT_RUN in claims.render()  # nothing measured: every row says so, no verdict

@@ -126,3 +126,19 @@ def test_forced_rate_out_of_range_is_a_clear_error():
         model.force_spike_rate(1.5)
     with pytest.raises(ValueError, match="spike_target"):
         lmzoo.create_model("spike-walze", "nano", spike_target=2.0)
+
+
+def test_ablation_configs_roller_off_and_forced_rate_survive_save_load(tmp_path):
+    torch.manual_seed(0)
+    model = lmzoo.create_model("spike-walze", "nano", roller=False, forced_spike_rate=0.0).eval()
+    assert not any("walze." in name for name, _ in model.named_parameters())
+    ids = torch.randint(0, 259, (2, 40))
+    out = model(ids)
+    assert float(out.stats["spike_rate"]) == 0.0
+    state = model.init_state(2)
+    chunks = [model(ids[:, a:b], state=state).logits for a, b in ((0, 17), (17, 18), (18, 40))]
+    torch.testing.assert_close(torch.cat(chunks, 1), out.logits, atol=1e-5, rtol=1e-5)
+    model.save_pretrained(tmp_path / "m")
+    loaded = lmzoo.load(tmp_path / "m")
+    assert loaded.blocks[0].gate.force_rate == 0.0
+    torch.testing.assert_close(loaded(ids).logits, out.logits)

@@ -55,6 +55,9 @@ class SpikeWalzeConfig(ModelConfig):
     temperature_start: float = 1.0
     temperature_end: float = 0.1
     spike_capacity: float | None = None   # training only: at most this share of a sequence spikes
+    # Ablations (benchmarks/ablations.py): no roller, or a fixed spike pattern instead of the router.
+    roller: bool = True
+    forced_spike_rate: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,12 +74,14 @@ class SpikeWalzeConfig(ModelConfig):
                              f"{self.temperature_start} -> {self.temperature_end}")
         if self.spike_capacity is not None and not 0 < self.spike_capacity <= 1:
             raise LmzooError(f"spike_capacity is a share in (0, 1] or None, got {self.spike_capacity}")
+        if self.forced_spike_rate is not None and not 0 <= self.forced_spike_rate <= 1:
+            raise LmzooError(f"forced_spike_rate is a rate in [0, 1] or None, got {self.forced_spike_rate}")
 
 
 class LayerState:
     """Decoding state of one block: the roller's circular buffer and the window's keys/values."""
 
-    def __init__(self, walze: WalzeBuffer):
+    def __init__(self, walze: WalzeBuffer | None):
         self.walze = walze
         self.window = WindowHistory()
 
@@ -86,17 +91,19 @@ class SpikeWalzeBlock(nn.Module):
         super().__init__()
         d = config.d_model
         self.walze_norm = RMSNorm(d, config.norm_eps)
-        self.walze = CausalWalze(d, config.taps, dilation=2 ** (layer % config.dilation_cycle))
+        self.walze = CausalWalze(d, config.taps, dilation=2 ** (layer % config.dilation_cycle)) if config.roller else None
         self.attn_norm = RMSNorm(d, config.norm_eps)
         self.gate = SpikeGate(d, config.temperature_start)
         self.gate.capacity = config.spike_capacity
+        self.gate.force_rate = config.forced_spike_rate
         self.attn = GatedLocalAttention(d, config.n_heads, config.n_kv_heads, config.window, config.rope_theta)
         self.mlp_norm = RMSNorm(d, config.norm_eps) if config.mlp else None
         self.mlp = SwiGLU(d, config.d_ff) if config.mlp else None
 
     def forward(self, x: torch.Tensor, start: int, state: LayerState | None):
         h_before = self.walze_norm(x)
-        x = x + self.walze(h_before, start, state.walze if state is not None else None)
+        if self.walze is not None:
+            x = x + self.walze(h_before, start, state.walze if state is not None else None)
         h = self.attn_norm(x)
         p, spike = self.gate(h_before, h, start)
         x = x + self.attn(h, spike, p, start, state.window if state is not None else None)
@@ -122,14 +129,15 @@ class SpikeWalzeLM(CausalLM):
             block.gate.temperature.fill_(tau)
 
     def force_spike_rate(self, rate: float | None) -> None:
-        """Benchmarks: spike a fixed causal pattern of `rate` of the tokens (None = the router decides)."""
+        """Benchmarks: spike a fixed causal pattern of `rate` of the tokens (None = the router decides).
+        Changes this instance only; the `forced_spike_rate` config field sets it from construction."""
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise LmzooError(f"a forced spike rate must be in [0, 1], got {rate}")
         for block in self.blocks:
             block.gate.force_rate = rate
 
     def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
-        return [LayerState(block.walze.new_buffer()) for block in self.blocks]
+        return [LayerState(block.walze.new_buffer() if block.walze is not None else None) for block in self.blocks]
 
     def backbone(self, input_ids: torch.Tensor, state: State | None):
         start = state.position if state is not None else 0

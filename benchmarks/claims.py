@@ -1,0 +1,148 @@
+"""The claims ledger: every efficiency/quality claim of the seeds, its measured figure and a verdict.
+
+Each row reads the results JSON of the benchmark that measures it (benchmarks/results/) and
+applies a fixed rule to decide the verdict; nothing in docs/claims.md is typed by hand. A row
+whose benchmark has not been run says so and names the command. `--measure` runs the benchmarks
+first (long: it trains models).
+
+    python benchmarks/claims.py             # rewrite docs/claims.md from the stored results
+    python benchmarks/claims.py --measure   # rerun the measurements, then rewrite
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import common
+
+DOC = common.ROOT / "docs" / "claims.md"
+NOT_RUN = "not measured yet"
+
+
+@dataclass
+class Claim:
+    key: str
+    seed: str
+    claim: str
+    method: str
+    command: str
+    result: str | None = None                          # results/<name>-cpu.json the verdict reads
+    judge: Callable[[dict], tuple[str, str]] | None = None  # results -> (figure, verdict)
+
+
+def load_result(name: str) -> dict | None:
+    path = common.RESULTS_DIR / f"{name}-cpu.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ---- verdict rules -------------------------------------------------------------------------------
+def judge_difficulty(data: dict) -> tuple[str, str]:
+    easy, hard = (data["difficulty"]["groups"][k] for k in sorted(data["difficulty"]["groups"]))
+    rate_gap = hard["spike_rate"] - easy["spike_rate"]
+    flops = hard["forward_flops_per_token"] / easy["forward_flops_per_token"]
+    figure = (f"spike rate {easy['spike_rate']:.3f} on short sentences vs {hard['spike_rate']:.3f} on long ones; "
+              f"FLOPs/token hard/easy = {flops:.3f}")
+    if rate_gap > 0.05 and flops > 1.02:
+        return figure, "holds"
+    if rate_gap > 0.02:
+        return figure, "partly (small difference)"
+    return figure, "does not hold"
+
+
+def judge_scaling(data: dict) -> tuple[str, str]:
+    archs = data["scaling"]["archs"]
+    ours, base = archs["spike-walze"]["exponent"], archs["transformer"]["exponent"]
+    lengths = data["scaling"]["lengths"]
+    figure = f"fitted exponent of L ({lengths[0]}..{lengths[-1]}): {ours:.2f} (transformer {base:.2f})"
+    if ours <= 1.15:
+        return figure, "holds"
+    return figure, "partly" if ours <= 1.3 else "does not hold"
+
+
+def judge_ablations(data: dict) -> tuple[str, str]:
+    bpb = {r["order"]: r["val"]["bpb"] for r in data["runs"]}
+    full = bpb.pop("full")
+    figure = f"val bits/byte full {full:.4f}; " + ", ".join(f"{k} {v:+.4f}" for k, v in
+                                                           ((k, v - full) for k, v in bpb.items()))
+    needed = [bpb.get("no roller", full) - full, bpb.get("attention never (rate 0)", full) - full]
+    if all(gap > 0.02 for gap in needed):
+        return figure, "holds (each path is needed)"
+    if any(gap > 0.02 for gap in needed):
+        return figure, "partly (only one path is needed)"
+    return figure, "does not hold (neither path is needed)"
+
+
+def judge_curriculum(data: dict) -> tuple[str, str]:
+    runs = {r["order"]: r["val"]["bpb"] for r in data["runs"]}
+    shuffled = runs.pop("shuffled")
+    best_order = min(runs, key=runs.get)
+    gain = shuffled - runs[best_order]
+    figure = (f"val bits/byte shuffled {shuffled:.4f}; " + ", ".join(f"{k} {v:.4f}" for k, v in runs.items())
+              + f" ({data['arch']}/{data['size']}, {data['runs'][0]['tokens']:,} tokens, one seed)")
+    if gain > 0.02:
+        return figure, "holds"
+    if gain > 0.005:
+        return figure, "partly (gain within a few hundredths)"
+    return figure, "does not hold (no gain at equal tokens)"
+
+
+CLAIMS = [
+    Claim("W1", "Spike-Walze", "compute (FLOPs) scales with input difficulty",
+          "spike rate and measured FLOPs/token of a trained micro model on short vs long German sentences",
+          "python benchmarks/spike_walze.py --difficulty benchmarks/runs/curriculum-de/shuffled",
+          "spike-walze-difficulty", judge_difficulty),
+    Claim("W2", "Spike-Walze", "linear time O(n)", "forward+backward time vs L, fitted exponent",
+          "python benchmarks/spike_walze.py --scaling", "spike-walze-scaling", judge_scaling),
+    Claim("W3", "Spike-Walze", "division of labour: Walze global, attention local",
+          "ablations (no roller; attention never / always) -> val BPB",
+          "python benchmarks/ablations.py", "spike-walze-ablations", judge_ablations),
+    Claim("W4", "Spike-Walze", "curriculum builds more robust knowledge",
+          "curriculum vs shuffled order at equal tokens -> val BPB", "python benchmarks/curriculum.py",
+          "curriculum", judge_curriculum),
+]
+
+
+def row(claim: Claim) -> list[str]:
+    data = load_result(claim.result) if claim.result else None
+    if data is None or claim.judge is None:
+        return [claim.key, claim.seed, claim.claim, claim.method, f"`{claim.command}`", "-", f"*{NOT_RUN}*"]
+    figure, verdict = claim.judge(data)
+    return [claim.key, claim.seed, claim.claim, claim.method, f"`{data.get('command', claim.command)}` "
+            f"({data.get('date', '?')})", figure, f"**{verdict}**"]
+
+
+def render() -> str:
+    header = ["#", "seed", "claim", "how it is measured", "command (run)", "measured", "verdict"]
+    return "\n".join([
+        "# Claims ledger", "",
+        "Every efficiency or quality claim a seed makes, measured on lmzoo's causal implementation. This page is "
+        "written by `python benchmarks/claims.py` from the results in `benchmarks/results/`; each verdict comes "
+        "from a fixed rule in that script (read it there), never by hand. Rows of architectures not built yet "
+        "are added with them.", "",
+        common.markdown_table(header, [row(c) for c in CLAIMS]), ""])
+
+
+def measure() -> None:
+    # W4's run trains the checkpoint W1 measures, so it goes first.
+    order = ["W2", "W4", "W1", "W3"]
+    for claim in sorted(CLAIMS, key=lambda c: order.index(c.key) if c.key in order else len(order)):
+        if claim.command.startswith("python "):
+            subprocess.run([sys.executable, *claim.command.split()[1:]], cwd=common.ROOT, check=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--measure", action="store_true", help="run the benchmarks before writing the ledger")
+    args = p.parse_args(argv)
+    if args.measure:
+        measure()
+    DOC.write_text(render())
+    print(f"wrote {DOC}")
+
+
+if __name__ == "__main__":
+    main()
