@@ -41,11 +41,15 @@ def load_result(name: str) -> dict | None:
 
 # ---- verdict rules -------------------------------------------------------------------------------
 def judge_difficulty(data: dict) -> tuple[str, str]:
-    easy, hard = (data["difficulty"]["groups"][k] for k in sorted(data["difficulty"]["groups"]))
-    rate_gap = hard["spike_rate"] - easy["spike_rate"]
-    flops = hard["forward_flops_per_token"] / easy["forward_flops_per_token"]
-    figure = (f"spike rate {easy['spike_rate']:.3f} on short sentences vs {hard['spike_rate']:.3f} on long ones; "
-              f"FLOPs/token hard/easy = {flops:.3f}")
+    """Judged on hard sentences cut to the easy ones' length, so position cannot explain a gap."""
+    d = data["difficulty"]
+    easy, hard = (d["groups"][k] for k in sorted(d["groups"]))
+    control = d["control"]
+    rate_gap = control["spike_rate"] - easy["spike_rate"]
+    flops = control["forward_flops_per_token"] / easy["forward_flops_per_token"]
+    figure = (f"spike rate {easy['spike_rate']:.3f} on short sentences, {hard['spike_rate']:.3f} on long ones, "
+              f"{control['spike_rate']:.3f} on long ones' first {control['max_tokens']} tokens; "
+              f"FLOPs/token at equal positions hard/easy = {flops:.3f}")
     if rate_gap > 0.05 and flops > 1.02:
         return figure, "holds"
     if rate_gap > 0.02:

@@ -161,27 +161,34 @@ def german_sentences(paths: list[Path]) -> dict[str, list[str]]:
     return groups
 
 
+def group_stats(model, sentences: list[str], max_tokens: int | None = None) -> dict:
+    """Token-weighted spike rates and measured forward FLOPs/token, each sentence run alone
+    (cut to its first `max_tokens` tokens when given: causal, so those tokens spike as in full)."""
+    tokens, spiked, per_layer, flops = 0, 0.0, [0.0] * model.config.n_layers, 0.0
+    for sentence in sentences:
+        ids = torch.tensor([model.tokenizer.encode(sentence)[:max_tokens]])
+        with torch.no_grad(), flop_counter() as counter:
+            stats = model(ids).stats
+        n = ids.shape[1]
+        per_layer = [a + float(stats[f"spike_rate/layer{i}"]) * n for i, a in enumerate(per_layer)]
+        tokens, spiked, flops = tokens + n, spiked + float(stats["spike_rate"]) * n, flops + counter.get_total_flops()
+    return {"sentences": len(sentences), "tokens": tokens, "spike_rate": spiked / tokens,
+            "spike_rate_per_layer": [v / tokens for v in per_layer], "forward_flops_per_token": flops / tokens,
+            "mean_tokens_per_sentence": tokens / len(sentences)}
+
+
 def measure_difficulty(args) -> dict:
     model = lmzoo.load(args.difficulty)
-    model.eval()
-    tokenizer = model.tokenizer
     groups = german_sentences(args.texts or sorted(DEWIKI.glob("*.xml")))
     out = {"checkpoint": str(args.difficulty), "groups": {}}
     for name, sentences in groups.items():
-        tokens, spiked, per_layer, flops = 0, 0.0, None, 0.0
-        for sentence in sentences:
-            ids = torch.tensor([tokenizer.encode(sentence)])
-            with torch.no_grad(), flop_counter() as counter:
-                stats = model(ids).stats
-            n = ids.shape[1]
-            layers = [float(stats[f"spike_rate/layer{i}"]) * n for i in range(model.config.n_layers)]
-            per_layer = layers if per_layer is None else [a + b for a, b in zip(per_layer, layers)]
-            tokens, spiked, flops = tokens + n, spiked + float(stats["spike_rate"]) * n, flops + counter.get_total_flops()
-        out["groups"][name] = {"sentences": len(sentences), "tokens": tokens, "spike_rate": spiked / tokens,
-                               "spike_rate_per_layer": [v / tokens for v in per_layer],
-                               "forward_flops_per_token": flops / tokens,
-                               "mean_tokens_per_sentence": tokens / len(sentences)}
-        log(f"{name}: {len(sentences)} sentences, spike rate {spiked / tokens:.3f}")
+        out["groups"][name] = group_stats(model, sentences)
+        log(f"{name}: {len(sentences)} sentences, spike rate {out['groups'][name]['spike_rate']:.3f}")
+    # Control for position: short sentences only have early positions, so also measure the hard
+    # sentences over their first tokens only, as many as an easy sentence has on average.
+    easy, hard = (out["groups"][k] for k in groups)
+    cut = round(easy["mean_tokens_per_sentence"])
+    out["control"] = {"max_tokens": cut, **group_stats(model, groups["hard (C/D, >=25 words)"], cut)}
     return out
 
 
@@ -227,12 +234,14 @@ def render_scaling(data: dict) -> str:
 
 def render_difficulty(data: dict) -> str:
     d = data["difficulty"]
+    groups = {**d["groups"], f"hard, first {d['control']['max_tokens']} tokens only (position control)": d["control"]}
     rows = [[name, g["sentences"], f"{g['mean_tokens_per_sentence']:.0f}", f"**{g['spike_rate']:.3f}**",
              " / ".join(f"{v:.2f}" for v in g["spike_rate_per_layer"]), f"{g['forward_flops_per_token'] / 1e6:.3f}"]
-            for name, g in d["groups"].items()]
+            for name, g in groups.items()]
     return "\n".join(["### Does compute follow difficulty? (trained model)", "", *_header(data),
                       f"Checkpoint `{d['checkpoint']}`; sentences of the German Wikipedia sample articles "
-                      "(not in its training data), each run alone; token-weighted means.", "",
+                      "(not in its training data), each run alone; token-weighted means; FLOPs per token of the "
+                      "whole forward, LM head included.", "",
                       common.markdown_table(["sentences", "count", "tokens/sentence", "spike rate",
                                              "per layer", "fwd MFLOP/token"], rows)])
 
