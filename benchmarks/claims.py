@@ -74,7 +74,8 @@ def judge_ablations(data: dict) -> tuple[str, str]:
                                                            ((k, v - full) for k, v in bpb.items()))
     needed = [bpb.get("no roller", full) - full, bpb.get("attention never (rate 0)", full) - full]
     if all(gap > 0.02 for gap in needed):
-        return figure, "holds (each path is needed)"
+        # Both paths matter; whether the roller is what carries *global* context is not isolated.
+        return figure, "partly (both paths are needed; global vs local roles not isolated)"
     if any(gap > 0.02 for gap in needed):
         return figure, "partly (only one path is needed)"
     return figure, "does not hold (neither path is needed)"

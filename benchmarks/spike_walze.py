@@ -16,7 +16,6 @@ difficulty? Three measurements, each its own section of docs/benchmarks.md:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import tempfile
@@ -128,7 +127,7 @@ def measure_scaling(args) -> dict:
     out = {"size": args.size, "lengths": args.lengths, "archs": {}}
     for length in args.lengths:
         ids = torch.randint(0, 259, (1, length), generator=torch.Generator().manual_seed(length))
-        runs = {arch: _timed(lambda m=m: m(ids, labels=ids).loss, True) for arch, m in models.items()}
+        runs = {arch: _timed(lambda m=m, ids=ids: m(ids, labels=ids).loss, True) for arch, m in models.items()}
         log(f"scaling L={length}")
         timings = common.interleaved_timings(runs, 1, args.scaling_repeats)
         for arch, seconds in timings.seconds.items():
@@ -186,7 +185,7 @@ def measure_difficulty(args) -> dict:
         log(f"{name}: {len(sentences)} sentences, spike rate {out['groups'][name]['spike_rate']:.3f}")
     # Control for position: short sentences only have early positions, so also measure the hard
     # sentences over their first tokens only, as many as an easy sentence has on average.
-    easy, hard = (out["groups"][k] for k in groups)
+    easy = out["groups"]["easy (A, <12 words)"]
     cut = round(easy["mean_tokens_per_sentence"])
     out["control"] = {"max_tokens": cut, **group_stats(model, groups["hard (C/D, >=25 words)"], cut)}
     return out
