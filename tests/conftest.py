@@ -18,6 +18,7 @@ CONTRACT_VARIANTS = {
     "transformer": [{"window": 7}, {"qk_norm": True}],
     "complexity": [{"routing": "range"}, {"window": 5}],
     "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}, {"spike_capacity": 0.3}],
+    "spike-transformer": [{"surrogate": "atan", "reset": "soft", "learn_thresholds": True}],
 }
 
 
