@@ -13,14 +13,15 @@ from lmzoo.errors import LmzooError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmzoo.cli import data_commands, model_commands, train_commands
+    from lmzoo.cli import analysis_commands, collect_commands, data_commands, finetune_commands, model_commands, train_commands
 
     parser = argparse.ArgumentParser(
         prog="lmzoo", description="Build, train, compare and use efficient language-model architectures.")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in (model_commands, data_commands, train_commands):
+    for module in (model_commands, data_commands, collect_commands, train_commands, finetune_commands,
+                   analysis_commands):
         module.register(verbs)
     return parser
 

@@ -10,6 +10,7 @@ import torch
 
 import lmzoo
 from lmzoo.checkpoint import resolve_model_dir
+from lmzoo.cli.finetune_commands import unescape
 from lmzoo.errors import LmzooError
 
 
@@ -39,12 +40,22 @@ def register(verbs) -> None:
     add_sampling_arguments(p)
     p.set_defaults(run=run_chat)
 
-    p = verbs.add_parser("eval", help="validation loss, bits per byte and perplexity of a model on a text file")
+    p = verbs.add_parser("eval", help="loss, bits per byte and perplexity on text (--data), or exact/substring "
+                         "match on question/answer JSONL (--qa)")
     p.add_argument("model", help="model directory")
-    p.add_argument("--data", required=True, nargs="+", help="text/JSONL file(s) or directories to evaluate on")
+    p.add_argument("--data", nargs="+", default=None, help="text/JSONL file(s) or directories to evaluate on")
+    p.add_argument("--qa", default=None, metavar="FILE",
+                   help="Q&A JSONL ({question, answer} per line): greedy-answer each question, report exact and "
+                        "substring match")
+    p.add_argument("--template", default=None, type=unescape,
+                   help="--qa prompt template with {question} (default: the one the model was fine-tuned with, "
+                        "from its finetune.json, else 'Question: {question}\\nAnswer: ')")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="--qa: longest answer in tokens (default: 64)")
+    p.add_argument("--examples", type=int, default=3, help="--qa: examples to print (default: 3)")
+    p.add_argument("--out", default=None, help="--qa: write one JSON line per question (prediction, matches)")
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
     p.add_argument("--seq-len", type=int, default=256, help="evaluation window length (default: 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default: 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows (--qa: questions) per batch (default: 8)")
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -100,9 +111,9 @@ def run_info(args) -> None:
 
 
 def sampling_options(args) -> dict:
-    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
-                stop_strings=args.stop)
+    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+            "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
+            "stop_strings": args.stop}
 
 
 def run_generate(args) -> None:
@@ -142,6 +153,10 @@ def run_eval(args) -> None:
     from lmzoo.data import TokenDataset, prepare_dataset
     from lmzoo.training.evaluate import evaluate
 
+    if (args.data is None) == (args.qa is None):
+        raise LmzooError("pass --data (text: loss, bits per byte) or --qa (Q&A JSONL: exact/substring match)")
+    if args.qa is not None:
+        return run_qa_eval(args)
     device = resolve_device(args.device)
     model, tok = load_model_and_tokenizer(args.model, device)
     with tempfile.TemporaryDirectory(prefix="lmzoo-eval-") as tmp:
@@ -153,5 +168,31 @@ def run_eval(args) -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        accuracy = f" | next-token accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
         print(f"loss {result['loss']:.4f} nats/token | {result['bpb']:.4f} bits/byte | "
-              f"perplexity {result['ppl']:.2f} | {result['tokens']:,} tokens")
+              f"perplexity {result['ppl']:.2f}{accuracy} | {result['tokens']:,} tokens")
+
+
+def run_qa_eval(args) -> None:
+    from lmzoo.training.qa_eval import evaluate_qa, read_qa_jsonl, template_for
+
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    template = args.template if args.template is not None else template_for(resolve_model_dir(args.model))
+    result = evaluate_qa(model, tok, read_qa_jsonl(args.qa), template=template, max_new_tokens=args.max_new_tokens,
+                         batch_size=args.batch_size)
+    items = result.pop("items")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")  # renamed into place: never a half-written file
+        tmp.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
+        tmp.replace(out)
+    result["examples"] = items[:max(args.examples, 0)]
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    print(f"exact match {result['exact_match']:.4f} | substring match {result['substring_match']:.4f} | "
+          f"{result['n']:,} questions")
+    for item in result["examples"]:
+        mark = "exact" if item["exact"] else "substring" if item["substring"] else "wrong"
+        print(f"  Q: {item['question']!r}\n     expected {item['reference']!r}, got {item['prediction']!r} ({mark})")

@@ -11,6 +11,10 @@ val_fraction=1 sends everything to val (for evaluating a model on a whole file).
 Everything streams: blocks are tokenised in small groups and appended to temporary files
 that are renamed into place only at the end; meta.json is written last, so an interrupted
 run never leaves a dataset that looks valid.
+
+Optional filters (`drop_unk`, `blocklist`, `metadata_prefix`; see `lmzoo.data.filters`) act on
+whole documents before tokenising; meta.json then records them under "filters" with how many
+documents each dropped. Without them the output is exactly what it was before filters existed.
 """
 from __future__ import annotations
 
@@ -26,10 +30,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lmzoo.data.dataset import FORMAT, FORMAT_VERSION, META_FILE
-from lmzoo.data.sources import Inputs, Piece, describe_inputs, iter_pieces, list_files, mark_last
+from lmzoo.data.filters import DocumentFilters
+from lmzoo.data.sources import Inputs, Piece, describe_inputs, list_files, mark_last
 from lmzoo.errors import LmzooError
-from lmzoo.tokenizers import TOKENIZER_FILE, TOKENIZER_KINDS, Tokenizer, get_tokenizer
 from lmzoo.io import write_json_atomic
+from lmzoo.tokenizers import TOKENIZER_FILE, TOKENIZER_KINDS, Tokenizer, get_tokenizer
 
 BLOCK_CHARS = 1 << 16
 ENCODE_GROUP = 16  # blocks per encode_batch call: big enough to keep a BPE's threads busy
@@ -45,13 +50,17 @@ class _Block:
 def prepare_dataset(inputs: Inputs, out_dir: str | os.PathLike, tokenizer: str | os.PathLike | Tokenizer = "bytes",
                     val_fraction: float = 0.05, text_field: str = "text", seed: int = 0,
                     max_tokens: int | None = None, *, vocab_size: int | None = None,
-                    progress: bool = False) -> dict[str, Any]:
+                    progress: bool = False, drop_unk: bool = False, blocklist: str | os.PathLike | None = None,
+                    metadata_prefix: str | list[str] | None = None) -> dict[str, Any]:
     """Tokenise `inputs` into `out_dir` and return the metadata written to meta.json.
 
     `inputs`: a file, a directory, a list of them, or a zero-argument function returning
-    documents. `tokenizer`: a kind ("bytes", "char", "bpe"; the last two are trained on the
-    inputs first, with `vocab_size`), a saved tokenizer's path, or a Tokenizer. `max_tokens`
-    caps the total number of tokens written.
+    documents. `tokenizer`: a kind ("bytes", "char", "bpe", "syllable"; all but bytes are trained
+    on the inputs first, with `vocab_size`), a saved tokenizer's path, or a Tokenizer. `max_tokens`
+    caps the total number of tokens written. `drop_unk` drops documents holding the tokenizer's
+    `<unk>`, `blocklist` (a file) drops documents matching its entries, `metadata_prefix` (JSONL
+    field names, a list or "a,b") prefixes each record's text with "[field: value] " tags; see
+    `lmzoo.data.filters`. A tokenizer trained here sees the prefixed, blocklist-filtered text.
     """
     if not 0 <= val_fraction <= 1:
         raise LmzooError(f"val_fraction must be between 0 and 1, got {val_fraction}")
@@ -60,13 +69,16 @@ def prepare_dataset(inputs: Inputs, out_dir: str | os.PathLike, tokenizer: str |
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LmzooError(f"output path {out_dir} is a file; choose a directory")
+    filters = DocumentFilters(drop_unk=drop_unk, blocklist=blocklist, metadata_prefix=metadata_prefix)
     out_dir.mkdir(parents=True, exist_ok=True)
     # An old meta.json must not vouch for the files this run is about to replace.
     (out_dir / META_FILE).unlink(missing_ok=True)
 
-    tok = _resolve_tokenizer(tokenizer, inputs, text_field, vocab_size, progress)
+    tok = _resolve_tokenizer(tokenizer, inputs, text_field, vocab_size, progress, filters)
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 65535 else np.uint32)
-    pieces = _with_progress(iter_pieces(inputs, text_field), "tokenizing", inputs, progress)
+    pieces = _with_progress(filters.pieces(inputs, text_field), "tokenizing", inputs, progress)
+    if filters.active:
+        pieces = filters.apply(pieces, tok)
     blocks = _tokenize(_text_blocks(pieces, BLOCK_CHARS), tok, dtype)
     if max_tokens is not None:
         blocks = _truncate(blocks, max_tokens, tok)
@@ -90,19 +102,23 @@ def prepare_dataset(inputs: Inputs, out_dir: str | os.PathLike, tokenizer: str |
         "block_chars": BLOCK_CHARS,
         "max_tokens": max_tokens,
     }
+    if filters.active:
+        meta["filters"] = filters.report
     write_json_atomic(out_dir / META_FILE, meta)
     return meta
 
 
 def _resolve_tokenizer(spec: str | os.PathLike | Tokenizer, inputs: Inputs, text_field: str,
-                       vocab_size: int | None, progress: bool) -> Tokenizer:
+                       vocab_size: int | None, progress: bool, filters: DocumentFilters) -> Tokenizer:
     """A kind name is trained on the inputs (a first pass over them); anything else is loaded."""
     if isinstance(spec, str) and spec in TOKENIZER_KINDS:
         cls = TOKENIZER_KINDS[spec]
         texts: Iterable[str] = ()
         if cls.needs_training:
-            pieces = _with_progress(iter_pieces(inputs, text_field), f"training {spec} tokenizer", inputs,
+            pieces = _with_progress(filters.pieces(inputs, text_field), f"training {spec} tokenizer", inputs,
                                     progress)
+            if filters.active:
+                pieces = filters.apply(pieces, None)  # no tokenizer yet, so no <unk> check
             texts = (piece.text for piece in pieces)
         return cls.train(texts, vocab_size=vocab_size)
     if vocab_size is not None:
@@ -218,7 +234,7 @@ class _SplitWriter:
     def __init__(self, path: Path, eos_id: int):
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
-        self.file = open(self.tmp, "wb")
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit() or discard()
         self.eos_id = eos_id
         self.stats = {"file": path.name, "tokens": 0, "bytes": 0, "documents": 0}
 

@@ -49,12 +49,16 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int = 0, cache=None) -> torch.Tensor:
         b, n, _ = x.shape
-        # Row slices of the fused weight, not a split of its output (see SwiGLU.forward).
-        w = self.qkv.weight
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q = F.linear(x, w[:q_dim]).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
-        k = F.linear(x, w[q_dim:q_dim + kv_dim]).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = F.linear(x, w[q_dim + kv_dim:]).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if type(self.qkv) is nn.Linear:
+            # Row slices of the fused weight, not a split of its output (see SwiGLU.forward).
+            w = self.qkv.weight
+            q, k, v = F.linear(x, w[:q_dim]), F.linear(x, w[q_dim:q_dim + kv_dim]), F.linear(x, w[q_dim + kv_dim:])
+        else:  # a wrapped projection (a peft LoRA layer) acts only when called; slicing .weight would skip it
+            q, k, v = self.qkv(x).split((q_dim, kv_dim, kv_dim), dim=-1)
+        q = q.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = self.rope(q, start), self.rope(k, start)

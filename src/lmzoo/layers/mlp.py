@@ -17,6 +17,9 @@ class SwiGLU(nn.Module):
         # Two matmuls on row slices of the fused weight: chunking one fused output costs a
         # concatenating copy of its gradient in backward and slower strided elementwise ops,
         # while the fused GEMM saves nothing measurable (benchmarks/throughput.py).
+        if type(self.gate_up) is not nn.Linear:  # a wrapped projection (a peft LoRA layer) acts only when called
+            gate, up = self.gate_up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
         w = self.gate_up.weight
         half = w.shape[0] // 2
         return self.down(F.silu(F.linear(x, w[:half])) * F.linear(x, w[half:]))

@@ -1,4 +1,4 @@
-"""Tokenizers: "bytes" (default), "char" and "bpe", behind one `Tokenizer` interface."""
+"""Tokenizers: "bytes" (default), "char", "bpe" and "syllable", behind one `Tokenizer` interface."""
 from lmzoo.tokenizers.base import (
     BOS,
     EOS,
@@ -13,10 +13,14 @@ from lmzoo.tokenizers.base import (
     train_tokenizer,
 )
 
-# Importing a kind's module registers it in TOKENIZER_KINDS.
+# Importing a kind's module registers it in TOKENIZER_KINDS, in this order (bytes, the default, first).
+# isort: off
 from lmzoo.tokenizers.byte import ByteTokenizer
 from lmzoo.tokenizers.char import CharTokenizer
 from lmzoo.tokenizers.bpe import BPETokenizer
+from lmzoo.tokenizers.syllable import SyllableTokenizer
+from lmzoo.tokenizers.stats import tokenizer_stats
+# isort: on
 
 __all__ = [
     "BOS",
@@ -28,9 +32,11 @@ __all__ = [
     "BPETokenizer",
     "ByteTokenizer",
     "CharTokenizer",
+    "SyllableTokenizer",
     "Tokenizer",
     "get_tokenizer",
     "load_tokenizer",
     "register_tokenizer",
+    "tokenizer_stats",
     "train_tokenizer",
 ]
