@@ -91,8 +91,17 @@ def test_drop_unk_with_a_saved_tokenizer(corpus, tmp_path):
     CharTokenizer.train([r["text"] for r in RECORDS[:4]]).save(tok_dir)  # has never seen the emoji
     out = tmp_path / "out"
     meta = prepare_dataset(corpus, out, tokenizer=tok_dir, val_fraction=0, drop_unk=True)
-    assert meta["filters"]["drop_unk"] == {"dropped_documents": 1}
+    assert meta["filters"]["drop_unk"] == {"dropped_documents": 1, "dropped_paragraphs": 1}
     assert "<unk>" not in decode_split(out) and meta["documents"] == 4
+
+
+def test_drop_unk_removes_only_the_paragraphs_with_unknown_characters(tmp_path):
+    tok_dir = tmp_path / "tok"
+    CharTokenizer.train(["Ein Absatz.\n\nNoch einer."]).save(tok_dir)
+    text = "Ein Absatz.\n\nNoch einer mit 😀.\n\nNoch einer."
+    meta = prepare_dataset(lambda: [text, "😀"], tmp_path / "out", tokenizer=tok_dir, val_fraction=0, drop_unk=True)
+    assert meta["filters"]["drop_unk"] == {"dropped_documents": 1, "dropped_paragraphs": 2}
+    assert decode_split(tmp_path / "out").split("<|endoftext|>")[0] == "Ein Absatz.\n\nNoch einer."
     with pytest.raises(LmzooError, match="needs a tokenizer with an <unk>"):
         prepare_dataset(corpus, tmp_path / "bytes", drop_unk=True)
 

@@ -76,6 +76,8 @@ def run_prepare(args) -> None:
         f = meta["filters"]
         parts = [f"{f['documents_kept']:,} of {f['documents_in']:,} documents kept"]
         parts += [f"{name} dropped {f[name]['dropped_documents']:,}" for name in ("blocklist", "drop_unk") if name in f]
+        if "drop_unk" in f:
+            parts[-1] += f" documents and {f['drop_unk']['dropped_paragraphs']:,} paragraphs"
         if "metadata_prefix" in f:
             parts.append(f"{f['metadata_prefix']['documents_prefixed']:,} prefixed with "
                          + ", ".join(f["metadata_prefix"]["fields"]))

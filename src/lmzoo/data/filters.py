@@ -1,8 +1,8 @@
 """Optional document filters for `prepare_dataset`: metadata prefixes, a blocklist, dropping `<unk>`.
 
-All three work on whole documents (one JSONL record, one text file, one string of a callable
-input), the simplest unit with a clear meaning: an article about a blocked topic goes entirely,
-not paragraph by paragraph, and a document is kept or dropped as its source wrote it. A plain
+The prefix and the blocklist work on whole documents (one JSONL record, one text file, one
+string of a callable input): an article about a blocked topic goes entirely, not paragraph by
+paragraph. `<unk>` is checked per paragraph (below). A plain
 text file is one document, so filtering it reads it whole into memory; split big files into
 JSONL records (or many files) to filter parts of them. In order:
 
@@ -15,8 +15,10 @@ JSONL records (or many files) to filter parts of them. In order:
    other entry is a literal term matched as a whole word ("porn" does not match "Sporn" or
    "pornography"; write `/porn\\w*/` for that). Both ignore case. A document (prefix included)
    that matches any entry is dropped.
-3. `drop_unk`: a document whose tokens include the tokenizer's `<unk>` is dropped (needs a kind
-   that has one: char or syllable). This encodes each document once more.
+3. `drop_unk`: works on chunks, as the seed proposed: each paragraph (text between blank lines)
+   whose tokens include the tokenizer's `<unk>` is removed, and a document left with no paragraph
+   is dropped (needs a kind that has an `<unk>`: char or syllable). This encodes each document
+   once more. One rare character thus costs its paragraph, not its article.
 """
 from __future__ import annotations
 
@@ -70,7 +72,7 @@ class DocumentFilters:
             if unk_id is None:
                 raise LmzooError(f"--drop-unk needs a tokenizer with an <unk> token (char or syllable); "
                                  f"the {tokenizer.kind} tokenizer never produces one, drop the flag")
-        counts = {"documents_in": 0, "blocklist": 0, "drop_unk": 0}
+        counts = {"documents_in": 0, "blocklist": 0, "drop_unk": 0, "unk_paragraphs": 0}
         self.report = self._describe(counts)
         whole_documents = self.pattern is not None or unk_id is not None
         parts: list[str] = []
@@ -87,8 +89,13 @@ class DocumentFilters:
             counts["documents_in"] += 1
             if self.pattern is not None and self.pattern.search(document):
                 counts["blocklist"] += 1
-            elif unk_id is not None and unk_id in tokenizer.encode(document):
-                counts["drop_unk"] += 1
+            elif unk_id is not None:
+                kept, dropped = _without_unk_paragraphs(document, tokenizer, unk_id)
+                counts["unk_paragraphs"] += dropped
+                if kept:
+                    yield Piece(kept, True)
+                else:
+                    counts["drop_unk"] += 1
             else:
                 yield Piece(document, True)
             self.report = self._describe(counts)
@@ -106,7 +113,8 @@ class DocumentFilters:
             report["blocklist"] = {"file": str(self.blocklist), "entries": self.n_terms,
                                    "dropped_documents": counts["blocklist"]}
         if self.drop_unk:
-            report["drop_unk"] = {"dropped_documents": counts["drop_unk"]}
+            report["drop_unk"] = {"dropped_documents": counts["drop_unk"],
+                                  "dropped_paragraphs": counts["unk_paragraphs"]}
         return report
 
     @staticmethod
@@ -135,6 +143,19 @@ class DocumentFilters:
         if not self._prefixed:
             raise LmzooError(f"no JSONL record has any of the fields {', '.join(self.fields)}; "
                              "check the names given to --metadata-prefix")
+
+
+def _without_unk_paragraphs(document: str, tokenizer: Tokenizer, unk_id: int) -> tuple[str, int]:
+    """The document without its paragraphs that encode to `<unk>`, and how many were removed."""
+    paragraphs = re.split(r"(\n\s*\n)", document)  # keep the separators: the text stays as written
+    kept, dropped = [], 0
+    for i in range(0, len(paragraphs), 2):
+        separator = paragraphs[i + 1] if i + 1 < len(paragraphs) else ""
+        if unk_id in tokenizer.encode(paragraphs[i]):
+            dropped += 1
+        else:
+            kept.append(paragraphs[i] + separator)
+    return "".join(kept).strip("\n") if dropped else document, dropped
 
 
 def metadata_prefix(record: dict[str, Any], fields: Sequence[str]) -> str:
