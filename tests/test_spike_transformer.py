@@ -77,3 +77,21 @@ def test_stats_hold_every_site_and_bad_config_is_clear():
         lmzoo.create_model("spike-transformer", "nano", thresholds={"w": 0.3})
     with pytest.raises(ValueError, match="surrogate"):
         lmzoo.create_model("spike-transformer", "nano", surrogate="relu")
+
+
+@pytest.mark.parametrize("reset,surrogate,learn", [("hard", "sigmoid", False), ("soft", "atan", True),
+                                                   ("hard", "atan", True)])
+def test_fused_lif_matches_the_step_by_step_reference(reset, surrogate, learn):
+    from lmzoo.layers.lif import reference_lif
+
+    torch.manual_seed(0)
+    lif = LIF(0.5, beta=0.9, surrogate=surrogate, reset=reset, learn_threshold=learn).double()
+    current = (torch.randn(4, 3, 7, 5, dtype=torch.float64) * 3).requires_grad_()  # some values clip at 5
+    weights = torch.randn(4, 3, 7, 5, dtype=torch.float64)
+    fused = lif(current)
+    grads = torch.autograd.grad((fused * weights).sum(), [current, *lif.parameters()])
+    ref = reference_lif(lif, current)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), [current, *lif.parameters()])
+    assert torch.equal(fused, ref)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
