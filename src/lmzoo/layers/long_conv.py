@@ -1,0 +1,26 @@
+"""Causal long convolution through the FFT: y = x * h over the sequence, O(L log L).
+
+Both signals are zero-padded to 2L before `rfft`, which turns the FFT's circular convolution into
+a linear one, and only the first L outputs are kept, so y[i] depends on x[<= i] only.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def fft_causal_conv(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """x [..., D, L], h [D, L] (one filter per channel) -> [..., D, L], y[i] = sum_{j<=i} h[j] x[i-j]."""
+    n = x.shape[-1]
+    size = 2 * n
+    dtype = torch.promote_types(x.dtype, torch.float32)  # FFTs in at least fp32, also under bf16
+    spectrum = torch.fft.rfft(x.to(dtype), n=size) * torch.fft.rfft(h.to(dtype), n=size)
+    return torch.fft.irfft(spectrum, n=size)[..., :n].to(x.dtype)
+
+
+def direct_causal_conv(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The same sum computed directly, O(L^2) (the reference, and the decoding form)."""
+    n = x.shape[-1]
+    lags = torch.arange(n, device=x.device)
+    index = lags[:, None] - lags[None, :]                     # [i, j] = i - j
+    toeplitz = h[:, index.clamp(min=0)] * (index >= 0)        # [D, i, j] = h[i - j] for j <= i
+    return torch.einsum("dij,...dj->...di", toeplitz, x)
