@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from lmzoo.layers.long_conv import direct_causal_conv, fft_causal_conv
+from lmzoo.layers.wavelet import CausalWaveletDecomposition, reference_decomposition
 
-pywt = pytest.importorskip("pywt")
-from lmzoo.layers.wavelet import CausalWaveletDecomposition, reference_decomposition  # noqa: E402
+pywt = pytest.importorskip("pywt")  # the wavelet filters come from PyWavelets
 
 
 @pytest.mark.parametrize("length", [1, 7, 37, 64])
