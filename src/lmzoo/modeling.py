@@ -142,9 +142,13 @@ class CausalLM(nn.Module):
                 loss = loss + aux_loss
         return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss, state=state, stats=stats)
 
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """Per-token parameters (table and LM head); architectures with other token embeddings add theirs."""
+        return [self.embed.weight, self.lm_head.weight]
+
     def num_parameters(self, embedding: bool | None = None) -> int:
         """All parameters (None), only the embedding/LM head (True) or the rest (False)."""
-        emb_ids = {id(self.embed.weight), id(self.lm_head.weight)}
+        emb_ids = {id(p) for p in self.embedding_parameters()}
         total = 0
         for p in {id(p): p for p in self.parameters()}.values():
             is_emb = id(p) in emb_ids

@@ -1,0 +1,207 @@
+"""`spectral-llm`: harmonic token embeddings, causal multi-resolution mixing, frequency-domain FFN.
+
+    x = (1 - a) table[v] + a sum_h A[v,h] sin(2 pi f_h t + phi[v,h])      hybrid harmonic embedding
+    block (pre-norm):
+      v, g = split(W_in norm(x))
+      bands = causal undecimated db4 wavelet decomposition of v (3 levels -> 4 bands, each length L)
+      y = W_out( g * sum_b w_b (h_b * band_b) )        h_b: implicit long filter per band and channel,
+                                                       applied as a causal convolution through the FFT
+      x += y
+      x += (1 - alpha) W2 GELU(W1 norm(x)) + alpha irfft(W_f * rfft(norm(x)))   (over channels, per token)
+
+No positional embedding: the long filters depend on the lag, which gives the mixer its sense of
+position. Decoding keeps each layer's band history and recomputes the chunk's outputs exactly
+(O(L) per token). See docs/architectures.md for the deviations from the seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmzoo.config import ModelConfig
+from lmzoo.errors import LmzooError
+from lmzoo.layers.long_conv import fft_causal_conv
+from lmzoo.layers.norm import RMSNorm
+from lmzoo.layers.wavelet import CausalWaveletDecomposition
+from lmzoo.modeling import CausalLM, State
+from lmzoo.models.transformer import SIZES as DENSE_SIZES
+from lmzoo.registry import register
+
+FILTER_FEATURES = 8     # sin/cos pairs of the lag fed to the implicit filter MLP
+FILTER_HIDDEN = 64
+FILTER_HORIZON = 4096.0  # lag scale of the slowest positional feature
+
+
+@dataclass
+class SpectralConfig(ModelConfig):
+    d_ff: int = 448
+    harmonic_bases: int = 16
+    wavelet_type: str = "db4"
+    wavelet_levels: int = 3
+    spectral_loss_weight: float = 0.0   # new (not in the seed's code): L2 penalty on harmonic amplitudes
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.harmonic_bases < 1 or self.wavelet_levels < 1:
+            raise LmzooError("harmonic_bases and wavelet_levels must be >= 1")
+        if self.spectral_loss_weight < 0:
+            raise LmzooError(f"spectral_loss_weight must be >= 0, got {self.spectral_loss_weight}")
+
+
+class HarmonicEmbedding(nn.Module):
+    """Per token: H learned amplitudes and phases of fixed frequencies, sampled over the channels."""
+
+    def __init__(self, vocab_size: int, d_model: int, bases: int):
+        super().__init__()
+        self.amplitude = nn.Parameter(torch.randn(vocab_size, bases) * 0.02)
+        self.phase = nn.Parameter(torch.rand(vocab_size, bases) * 2 * math.pi)
+        self.register_buffer("freqs", torch.linspace(0.1, math.pi, bases), persistent=False)
+        self.register_buffer("grid", torch.linspace(0, 1, d_model), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        angle = 2 * math.pi * self.freqs[:, None] * self.grid[None, :]            # [H, D]
+        waves = torch.sin(angle + self.phase[ids][..., None])                        # [..., H, D]
+        return (self.amplitude[ids][..., None] * waves).sum(-2)
+
+
+class ImplicitFilters(nn.Module):
+    """Long causal filters h_b[d, t] = MLP(features(t))[b, d] * exp(-rate_bd t), for any length."""
+
+    def __init__(self, d_model: int, bands: int):
+        super().__init__()
+        self.bands, self.d_model = bands, d_model
+        self.mlp = nn.Sequential(nn.Linear(2 * FILTER_FEATURES, FILTER_HIDDEN), nn.GELU(),
+                                 nn.Linear(FILTER_HIDDEN, bands * d_model))
+        # Decay half-lives spread from a few tokens to about a thousand, per band and channel.
+        half_life = torch.logspace(0.5, 3, d_model).repeat(bands, 1)
+        self.log_rate = nn.Parameter(torch.log(math.log(2) / half_life))
+        self.register_buffer("feature_freqs", 2 * math.pi / FILTER_HORIZON * 2.0 ** torch.arange(FILTER_FEATURES),
+                             persistent=False)
+
+    def forward(self, length: int) -> torch.Tensor:
+        t = torch.arange(length, device=self.log_rate.device, dtype=torch.float32)
+        phase = t[:, None] * self.feature_freqs
+        shape = self.mlp(torch.cat((phase.sin(), phase.cos()), -1))               # [L, B*D]
+        shape = shape.view(length, self.bands, self.d_model).permute(1, 2, 0)      # [B, D, L]
+        return shape * torch.exp(-self.log_rate.exp()[..., None] * t)
+
+
+class MultiResolutionMixer(nn.Module):
+    def __init__(self, config: SpectralConfig):
+        super().__init__()
+        d = config.d_model
+        self.decompose = CausalWaveletDecomposition(config.wavelet_levels, config.wavelet_type)
+        n_bands = config.wavelet_levels + 1
+        self.inp = nn.Linear(d, 2 * d, bias=False)
+        self.filters = ImplicitFilters(d, n_bands)
+        # The seed scales the detail bands by 0.1 at the start; the approximation starts at 1.
+        self.band_weight = nn.Parameter(torch.tensor([0.1] * config.wavelet_levels + [1.0]))
+        self.out = nn.Linear(d, d, bias=False)
+        self.out.residual_projection = True
+
+    def forward(self, h: torch.Tensor, state: "MixerState | None") -> torch.Tensor:
+        v, gate = self.inp(h).chunk(2, dim=-1)
+        v = v.transpose(1, 2)                                                     # [B, D, n]
+        history = state.level_history(v, self.decompose.history_lengths()) if state is not None else None
+        bands, inputs = self.decompose.decompose(v, history)
+        n = v.shape[-1]
+        if state is not None:
+            bands = state.extend(bands, inputs, self.decompose.history_lengths())
+        filters = self.filters(bands[0].shape[-1])
+        mixed = sum(w * fft_causal_conv(band, filters[i]) for i, (w, band) in enumerate(zip(self.band_weight, bands)))
+        return self.out(F.silu(gate) * mixed[..., -n:].transpose(1, 2))
+
+
+class MixerState:
+    """One layer's decoding state: every past band value (the long filters reach the start) and the
+    last inputs of each wavelet level."""
+
+    def __init__(self):
+        self.bands: list[torch.Tensor] | None = None
+        self.levels: list[torch.Tensor] | None = None
+
+    def level_history(self, v: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+        if self.levels is None:
+            return [v.new_zeros(v.shape[0], v.shape[1], n) for n in lengths]
+        return self.levels
+
+    def extend(self, bands: list[torch.Tensor], inputs: list[torch.Tensor], lengths: list[int]) -> list[torch.Tensor]:
+        history = self.level_history(inputs[0], lengths)
+        self.levels = [torch.cat((old, new), -1)[..., -n:] for old, new, n in zip(history, inputs, lengths)]
+        self.bands = bands if self.bands is None else [torch.cat(p, -1) for p in zip(self.bands, bands)]
+        return self.bands
+
+
+class SpectralFFN(nn.Module):
+    """(1 - alpha) W2 GELU(W1 x) + alpha irfft(W_f * rfft(x)) over the channels of each token."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+        self.down.residual_projection = True
+        bins = d_model // 2 + 1
+        self.spectral_weight = nn.Parameter(torch.stack((torch.ones(bins), torch.zeros(bins)), -1) * 0.02)
+        self.mix_logit = nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.sigmoid(self.mix_logit)
+        spectral = torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1) * torch.view_as_complex(self.spectral_weight),
+                                   n=x.shape[-1], dim=-1).to(x.dtype)
+        return (1 - alpha) * self.down(F.gelu(self.up(x))) + alpha * spectral
+
+
+class SpectralBlock(nn.Module):
+    def __init__(self, config: SpectralConfig):
+        super().__init__()
+        self.mix_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.mixer = MultiResolutionMixer(config)
+        self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
+        self.ffn = SpectralFFN(config.d_model, config.d_ff)
+
+    def forward(self, x: torch.Tensor, state: MixerState | None) -> torch.Tensor:
+        x = x + self.mixer(self.mix_norm(x), state)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+def _presets() -> dict[str, dict]:
+    # Mixer 3 d^2 (+ filters), FFN 2 d d_ff: d_ff = 3/2 of the baseline's minus the filters' share.
+    return {name: {"d_model": d, "n_layers": n, "d_ff": (3 * ff) // 2 - 64}
+            for name, (d, n, _h, _kv, ff) in DENSE_SIZES.items()}
+
+
+@register("spectral-llm", SpectralConfig, _presets(),
+          "harmonic embeddings + causal wavelet/FFT long-convolution mixing + frequency-domain FFN")
+class SpectralLLM(CausalLM):
+    def __init__(self, config: SpectralConfig):
+        super().__init__(config)
+        self.harmonic = HarmonicEmbedding(config.vocab_size, config.d_model, config.harmonic_bases)
+        self.harmonic_mix = nn.Parameter(torch.tensor(0.5))  # a = sigmoid(m), m init 0.5
+        self.blocks = nn.ModuleList(SpectralBlock(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.init_weights()
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [*super().embedding_parameters(), self.harmonic.amplitude, self.harmonic.phase]
+
+    def count_parameters(self) -> dict[str, int]:
+        """The seed's API: {"embedding", "non_embedding", "total"}."""
+        from lmzoo.accounting import count_parameters
+        return count_parameters(self)
+
+    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
+        return [MixerState() for _ in self.blocks]
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None):
+        a = torch.sigmoid(self.harmonic_mix)
+        x = (1 - a) * self.embed(input_ids) + a * self.harmonic(input_ids)
+        for i, block in enumerate(self.blocks):
+            x = block(x, state.layers[i] if state is not None else None)
+        aux = None
+        if self.config.spectral_loss_weight > 0:
+            aux = self.config.spectral_loss_weight * self.harmonic.amplitude.square().mean()
+        return self.norm(x), aux, {"harmonic_mix": a.detach()}
