@@ -103,7 +103,7 @@ class MultiResolutionMixer(nn.Module):
         self.out = nn.Linear(d, d, bias=False)
         self.out.residual_projection = True
 
-    def forward(self, h: torch.Tensor, state: "MixerState | None") -> torch.Tensor:
+    def forward(self, h: torch.Tensor, state: MixerState | None) -> torch.Tensor:
         v, gate = self.inp(h).chunk(2, dim=-1)
         v = v.transpose(1, 2)                                                     # [B, D, n]
         history = state.level_history(v, self.decompose.history_lengths()) if state is not None else None

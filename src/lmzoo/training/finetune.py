@@ -47,10 +47,10 @@ from lmzoo.training.qa_eval import (
 
 METHODS = ("full", "freeze", "lora")
 DTYPES = ("auto", "fp32", "bf16")
-# Linear layers LoRA adapts by default, by their attribute name: the attention's input
+# Linear layers LoRA adapts by default, by their attribute name: the token mixer's input
 # projections, which each architecture names differently (transformer/complexity: one fused
-# `qkv`; spike-walze: `q` and `kv`; separate `q`, `k`, `v` elsewhere).
-DEFAULT_LORA_TARGETS = ("qkv", "q", "k", "v", "kv")
+# `qkv`; spike-walze: `q` and `kv`; spectral-llm's mixer: `inp`; separate `q`, `k`, `v` elsewhere).
+DEFAULT_LORA_TARGETS = ("qkv", "q", "k", "v", "kv", "inp")
 DEFAULT_LR = {"full": 1e-4, "freeze": 1e-4, "lora": 1e-3}
 
 
