@@ -6,7 +6,8 @@ by the number of tokens. The counter only knows the ops it has formulas for, so 
 adds the ones lmzoo relies on and PyTorch does not count:
 
 * `aten._grouped_mm` (the token-routed MLP's expert matmuls), which it ignores entirely;
-* the CPU flash-attention kernels behind `F.scaled_dot_product_attention`, also ignored.
+* the CPU flash-attention kernels behind `F.scaled_dot_product_attention`, also ignored;
+* FFTs (`torch.fft`), counted as 5 N log2 N per transform of N points (the convention).
 
 Attention is counted *causally* for every SDPA kernel (only the visible query/key pairs),
 because a causal kernel skips the masked half and a comparison against sub-quadratic
@@ -105,9 +106,31 @@ def _sdpa_backward_formula(op) -> Callable:
     return formula
 
 
+def _fft_flops(shape, dims, length_of_last=None) -> int:
+    """Batched FFTs over `dims` of a tensor of `shape`: 5 N log2 N per transform of N points."""
+    sizes = [shape[d] for d in dims]
+    if length_of_last is not None:
+        sizes[-1] = length_of_last
+    n = math.prod(sizes)
+    batch = math.prod(shape) // math.prod(shape[d] for d in dims)
+    return int(batch * fft_flops(n))
+
+
+def fft_r2c_flops(self_shape, dim, normalization, onesided, out_shape=None, **kwargs) -> int:
+    return _fft_flops(self_shape, dim)
+
+
+def fft_c2r_flops(self_shape, dim, normalization, last_dim_size, out_shape=None, **kwargs) -> int:
+    return _fft_flops(self_shape, dim, last_dim_size)
+
+
+def fft_c2c_flops(self_shape, dim, normalization, forward, out_shape=None, **kwargs) -> int:
+    return _fft_flops(self_shape, dim)
+
+
 def _custom_formulas() -> dict:
     """Formulas passed to FlopCounterMode; they override PyTorch's where both exist."""
-    formulas: dict = {}
+    formulas: dict = {aten._fft_r2c: fft_r2c_flops, aten._fft_c2r: fft_c2r_flops, aten._fft_c2c: fft_c2c_flops}
     if hasattr(aten, "_grouped_mm"):
         formulas[aten._grouped_mm] = grouped_mm_flops
     forward_ops = ["_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",

@@ -1,4 +1,4 @@
-"""Verbs that measure a model on real text: `energy`."""
+"""Verbs that measure a model on real text: `energy`, `analyze`."""
 from __future__ import annotations
 
 import json
@@ -22,6 +22,15 @@ def register(verbs) -> None:
     p.add_argument("--mac-pj", type=float, default=4.6, help="energy of one multiply-accumulate in pJ (default 4.6)")
     p.add_argument("--json", type=Path, help="also write the full result here")
     p.set_defaults(run=run_energy)
+
+    p = verbs.add_parser("analyze", help="spectral analyzer: spectral share of parameters and FLOPs, learned mix "
+                                         "weights, per-band energy (spectral-llm)")
+    p.add_argument("model", help="a saved spectral-llm (model, checkpoint or run directory) or `spectral-llm`")
+    p.add_argument("--data", help="UTF-8 text to analyse on (default: random token ids)")
+    p.add_argument("--size", default="nano", help="size preset when MODEL is an architecture name")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--json", type=Path, help="also write the full result here")
+    p.set_defaults(run=run_analyze)
 
 
 def load_or_create(name: str, size: str):
@@ -78,3 +87,32 @@ def format_energy(result: dict, arch: str) -> str:
     lines.append(f"energy vs dense same-shape model: {t['energy_ratio']:.3f}x; MACs {100 * t['mac_reduction']:.1f}% "
                  f"fewer; all operations (ACs + MACs) {t['operations_ratio']:.2f}x the dense MACs")
     return "\n".join(lines)
+
+
+def run_analyze(args) -> None:
+    from lmzoo.spectral_analysis import analyze
+
+    model = load_or_create(args.model, args.size)
+    if args.data:
+        ids = text_windows(args.data, model.tokenizer, args.seq_len, 1, args.seq_len)[0]
+    else:
+        ids = torch.randint(0, model.config.vocab_size, (1, args.seq_len), generator=torch.Generator().manual_seed(0))
+    try:
+        result = analyze(model, ids)
+    except ValueError as e:
+        raise LmzooError(f"{e}; pass a spectral-llm model") from None
+    params, flops = result["parameters"], result["flops_per_token"]
+    lines = [f"parameters ({sum(params.values()):,}):"]
+    lines += [f"  {name:<32} {count:>12,}  {100 * count / sum(params.values()):5.1f}%" for name, count in params.items()]
+    lines.append(f"  spectral share {100 * result['spectral_parameter_ratio']:.1f}%")
+    lines.append(f"forward FLOPs per token ({sum(flops.values()):,.0f}; FFTs as 5 N log2 N):")
+    lines += [f"  {name:<32} {count:>12,.0f}  {100 * count / sum(flops.values()):5.1f}%" for name, count in flops.items()]
+    lines.append(f"  spectral share {100 * result['spectral_compute_ratio']:.1f}%")
+    lines.append(f"harmonic mix a = {result['harmonic_mix_a']:.3f}; FFN alpha per layer: "
+                 + ", ".join(f"{a:.3f}" for a in result["ffn_alpha"]))
+    for i, (weights, energy) in enumerate(zip(result["band_weights"], result["band_energy"])):
+        lines.append(f"layer {i}: band weights " + ", ".join(f"{w:.3f}" for w in weights)
+                     + " | band output energy " + ", ".join(f"{e:.2e}" for e in energy))
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))

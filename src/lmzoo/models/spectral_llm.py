@@ -102,6 +102,7 @@ class MultiResolutionMixer(nn.Module):
         self.band_weight = nn.Parameter(torch.tensor([0.1] * config.wavelet_levels + [1.0]))
         self.out = nn.Linear(d, d, bias=False)
         self.out.residual_projection = True
+        self.record: list[float] | None = None  # the analyzer sets a list to collect band energies
 
     def forward(self, h: torch.Tensor, state: MixerState | None) -> torch.Tensor:
         v, gate = self.inp(h).chunk(2, dim=-1)
@@ -112,7 +113,10 @@ class MultiResolutionMixer(nn.Module):
         if state is not None:
             bands = state.extend(bands, inputs, self.decompose.history_lengths())
         filters = self.filters(bands[0].shape[-1])
-        mixed = sum(w * fft_causal_conv(band, filters[i]) for i, (w, band) in enumerate(zip(self.band_weight, bands)))
+        outputs = [w * fft_causal_conv(band, filters[i]) for i, (w, band) in enumerate(zip(self.band_weight, bands))]
+        if self.record is not None:
+            self.record.extend(float(o[..., -n:].square().mean()) for o in outputs)
+        mixed = sum(outputs)
         return self.out(F.silu(gate) * mixed[..., -n:].transpose(1, 2))
 
 
