@@ -147,6 +147,31 @@ def judge_lora(data: dict) -> tuple[str, str]:
     return figure, "partly" if small or comparable else "does not hold at these sizes"
 
 
+def judge_spectral_memory(data: dict) -> tuple[str, str]:
+    mem = data["memory"]
+    ratio = mem["spectral-llm"]["training_increase_mb"] / mem["transformer"]["training_increase_mb"]
+    figure = (f"training-step memory increase {ratio:.2f}x the parameter-matched transformer's "
+              f"({data['memory_size']}, batch 8 x 256)")
+    if ratio <= 0.7:
+        return figure, "holds"
+    return figure, "partly" if ratio < 1 else "does not hold"
+
+
+def judge_spectral_shares(data: dict) -> tuple[str, str]:
+    a = data["analysis"]
+    params, compute = a["spectral_parameter_ratio"], a["spectral_compute_ratio"]
+    figure = (f"spectral share of parameters {100 * params:.1f}% (seed 29.7%), of forward FLOPs {100 * compute:.1f}% "
+              f"(seed 74.1%), {data['analysis_size']} preset")
+    close = abs(params - 0.297) <= 0.05 and abs(compute - 0.741) <= 0.1
+    return figure, "holds" if close else "does not hold for lmzoo's causal version (the seed's figures are of its own code)"
+
+
+def judge_embedding_cost(data: dict) -> tuple[str, str]:
+    ratio = data["embedding"]["ratio"]
+    figure = f"harmonic embedding {ratio:.0f}x the time of a table lookup ({data['embedding']['size']})"
+    return figure, "holds" if 30 <= ratio <= 300 else "does not hold"
+
+
 CLAIMS = [
     Claim("W1", "Spike-Walze", "compute (FLOPs) scales with input difficulty",
           "spike rate and measured FLOPs/token of a trained micro model on short vs long German sentences",
@@ -171,6 +196,13 @@ CLAIMS = [
     Claim("S5", "Spike Transformer", "LoRA ~0.3% extra params, comparable to full fine-tuning",
           "LoRA parameter share per preset; Q&A accuracy after full / freeze / LoRA fine-tuning",
           "python benchmarks/finetune_methods.py", "finetune-methods", judge_lora),
+    Claim("P2", "SpectralLLM", "40% memory reduction vs an equivalent transformer",
+          "peak RSS increase of a training step, parameter-matched, fresh processes",
+          "python benchmarks/spectral.py", "spectral", judge_spectral_memory),
+    Claim("P4", "SpectralLLM", "spectral parameter / compute ratios 29.7% / 74.1%", "spectral analyzer",
+          "python benchmarks/spectral.py", "spectral", judge_spectral_shares),
+    Claim("P5", "SpectralLLM", "spectral embeddings ~100x compute overhead", "embedding time vs table lookup",
+          "python benchmarks/spectral.py", "spectral", judge_embedding_cost),
 ]
 
 
@@ -196,9 +228,9 @@ def render() -> str:
 
 def measure() -> None:
     # W4's run trains the checkpoint W1 measures, so it goes first.
-    order = ["W2", "W4", "W1", "W3", "S3", "S1", "S5"]
+    order = ["W2", "W4", "W1", "W3", "S3", "S1", "S5", "P2"]
     for claim in sorted(CLAIMS, key=lambda c: order.index(c.key) if c.key in order else len(order)):
-        if claim.command.startswith("python ") and claim.key != "S2":  # S2 comes from S1's run
+        if claim.command.startswith("python ") and claim.key not in ("S2", "P4", "P5"):  # from S1's / P2's run
             subprocess.run([sys.executable, *claim.command.split()[1:]], cwd=common.ROOT, check=True)
 
 

@@ -174,3 +174,12 @@ def test_lora_share_is_measured_per_preset():
     rows = load("finetune_methods").lora_ratios(["nano"])
     assert {r["arch"] for r in rows} == set(__import__("lmzoo").list_architectures())
     assert all(0 < r["lora_params"] < r["base_params"] for r in rows)
+
+
+def test_spectral_benchmark_parts(one_thread):
+    pytest.importorskip("pywt")
+    spectral = load("spectral")
+    (row,) = spectral.conv_comparison([32], channels=4, repeats=1)
+    assert row["max_abs_diff"] < 1e-4 and row["fft"] > 0 and row["direct"] > 0
+    cost = spectral.embedding_cost("nano", 2, 16, repeats=1)
+    assert cost["ratio"] > 0 and cost["tokens"] == 32
