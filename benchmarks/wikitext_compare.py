@@ -1,0 +1,80 @@
+"""SpectralLLM vs transformer on WikiText (claim P1: "WikiText-103 perplexity 45.2 at 8M params").
+
+Only WikiText-2 raw *valid* and *test* are on these machines (no train split, no WikiText-103),
+so this is a non-standard split: both files, byte-level, cut by lmzoo's deterministic block split
+(5% validation). Both models train from the same seed on the same bytes for the same steps
+(shuffled order, settings of `benchmarks/curriculum.py`); the result is bits per byte and a
+word-level perplexity (exp of the total loss over the words of the validation text).
+
+    python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+import common
+import numpy as np
+import torch
+from curriculum import add_run_arguments, prepare, train
+
+import lmzoo
+
+from lmzoo.data import TokenDataset, read_meta
+
+NAME = "wikitext-compare"
+WIKITEXT = common.ROOT.parent / "shared" / "data" / "wikitext-2-raw"
+
+
+def val_words(data_dir) -> int:
+    meta = read_meta(data_dir)
+    ids = np.fromfile(data_dir / meta["splits"]["val"]["file"], dtype=meta["dtype"])
+    return len(TokenDataset(data_dir, "val").tokenizer.decode(ids.tolist()).split())
+
+
+def render(data: dict) -> str:
+    m = data["machine"]
+    rows = [[r["order"], f"{r['params']:,}", f"**{r['val']['bpb']:.4f}**", f"{r['word_ppl']:.1f}",
+             f"{r['elapsed_s']:.0f}"] for r in data["runs"]]
+    return "\n".join([
+        "## SpectralLLM vs transformer on WikiText-2 (non-standard split)", "",
+        f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
+        f"torch {m.get('torch', '?')})", "",
+        f"`{data['size']}` presets, seed {data['seed']}, {data['steps']} steps of {data['batch_size']} x "
+        f"{data['seq_len']} bytes; train and val are a 95/5 block split of WikiText-2 raw valid+test (the train "
+        f"split is not available here), val {data['val_tokens']:,} bytes / {data['val_words']:,} words. Word "
+        "perplexity = exp(total val loss / words); not comparable with published WikiText-103 numbers.", "",
+        common.markdown_table(["arch", "params", "val bits/byte", "word perplexity", "train s"], rows)])
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.set_defaults(out=common.ROOT / "benchmarks" / "runs" / "wikitext", texts=sorted(WIKITEXT.glob("*.raw")))
+    p.add_argument("--archs", nargs="+", default=["spectral-llm", "transformer"])
+    args = p.parse_args(argv)
+    common.set_threads(args.threads)
+    data_dir = prepare(args)
+    val = TokenDataset(data_dir, "val")
+    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
+            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg(), "size": args.size,
+            "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "val_tokens": val.tokens, "val_words": val_words(data_dir), "runs": []}
+    for arch in args.archs:
+        args.arch = arch
+        run = train(args, data_dir, arch, {})
+        run["order"] = arch
+        run["params"] = sum(p.numel() for p in lmzoo.load(run["checkpoint"]).parameters())
+        run["word_ppl"] = math.exp(run["val"]["loss"] * run["val"]["tokens"] / data["val_words"])
+        data["runs"].append(run)
+    markdown = render(data)
+    print(markdown)
+    if not args.no_write:
+        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
+        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    return data
+
+
+if __name__ == "__main__":
+    main()
