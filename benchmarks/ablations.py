@@ -11,11 +11,9 @@ validation split.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import common
-import torch
 from curriculum import GERMAN, add_run_arguments, log, prepare, train
 
 from lmzoo.data import TokenDataset
@@ -30,14 +28,12 @@ VARIANTS = {
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
     full = next(r for r in data["runs"] if r["order"] == "full")["val"]["bpb"]
     rows = [[r["order"], f"{r['val']['bpb']:.4f}", f"{r['val']['bpb'] - full:+.4f}", f"{r['val']['accuracy']:.3f}",
              f"{r['trace'][-1].get('spike_rate', float('nan')):.3f}", f"{r['elapsed_s']:.0f}"] for r in data["runs"]]
     return "\n".join([
         "### Ablations: what the roller and the attention path contribute", "",
-        f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-        f"torch {m.get('torch', '?')})", "",
+        common.command_header(data), "",
         f"`spike-walze/{data['size']}`, seed {data['seed']}, {data['steps']} steps of {data['batch_size']} x "
         f"{data['seq_len']} bytes, shuffled order; val = the whole validation split ({data['val_tokens']:,} bytes) of "
         f"{', '.join(data['texts'])}. One seed per variant.", "",
@@ -54,8 +50,8 @@ def main(argv=None) -> dict:
     args.arch = "spike-walze"
     common.set_threads(args.threads)
     data_dir = prepare(args)
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg(), "size": args.size,
+    data = {**common.run_info(),
+            "size": args.size,
             "seed": args.seed, "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
             "texts": [Path(t).name for t in (args.texts or sorted(GERMAN.glob("*.txt")))],
             "val_tokens": TokenDataset(data_dir, "val").tokens, "runs": []}
@@ -66,10 +62,7 @@ def main(argv=None) -> dict:
         data["runs"].append(run)
         log(f"{variant}: val bpb {run['val']['bpb']:.4f}")
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

@@ -287,3 +287,31 @@ def copy_weights(model, hf) -> None:
         layer.mlp.down_proj.weight.copy_(block.mlp.down.weight)
         layer.input_layernorm.weight.copy_(block.attn_norm.weight)
         layer.post_attention_layernorm.weight.copy_(block.mlp_norm.weight)
+
+
+# ---- the run record every benchmark writes ------------------------------------------------------
+def run_info(device: str = "cpu") -> dict[str, Any]:
+    """What every results file starts with: the command, date, machine, threads and load."""
+    return {"command": command_line(), "date": now(), "machine": machine_info(device),
+            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg()}
+
+
+def command_header(data: dict[str, Any]) -> str:
+    """The line under each docs section naming the command that produced it, when, and where."""
+    m = data["machine"]
+    return (f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
+            f"torch {m.get('torch', '?')})")
+
+
+def repo_path(path: str | os.PathLike) -> str:
+    """`path` relative to the repository when it lies inside it, so results files hold no machine paths."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
+def publish(name: str, data: dict[str, Any], markdown: str, write: bool = True, device: str = "cpu") -> None:
+    """Print the section; unless told not to, save the results JSON and regenerate the docs section."""
+    print(markdown)
+    if write:
+        print(f"wrote {write_json(name, device, data)}")
+        print(f"wrote {update_doc_section(f'{name}-{device}', markdown)}")

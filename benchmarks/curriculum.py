@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import common
-import torch
 
 import lmzoo
 from lmzoo.data import TokenDataset, prepare_dataset
@@ -64,7 +62,7 @@ def train(args, data: Path, name: str, overrides: dict) -> dict:
              for row in rows if row.get("type") == "train"]
     return {"order": name, "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
             "tokens": summary["tokens"], "elapsed_s": summary["elapsed_s"], "val": final,
-            "train_loss": summary["train_loss"], "trace": trace, "checkpoint": summary["final_checkpoint"]}
+            "train_loss": summary["train_loss"], "trace": trace, "checkpoint": common.repo_path(summary["final_checkpoint"])}
 
 
 def order_overrides(args, order: str) -> dict:
@@ -75,15 +73,13 @@ def order_overrides(args, order: str) -> dict:
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
     base = next((r["val"]["bpb"] for r in data["runs"] if r["order"] == "shuffled"), None)
     rows = [[r["order"], ", ".join(f"{k}={v}" for k, v in r["settings"].items() if k != "curriculum") or "-",
              f"{r['tokens']:,}", f"**{r['val']['bpb']:.4f}**", f"{r['val']['bpb'] - base:+.4f}" if base is not None else "-",
              f"{r['val']['accuracy']:.3f}", f"{r['elapsed_s']:.0f}"] for r in data["runs"]]
     return "\n".join([
         "### Curriculum vs shuffled order at equal tokens", "",
-        f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-        f"torch {m.get('torch', '?')})", "",
+        common.command_header(data), "",
         f"`{data['arch']}/{data['size']}`, seed {data['seed']}, batch {data['batch_size']} x {data['seq_len']} bytes, "
         f"the same steps for every order; val = the whole validation split ({data['val_tokens']:,} bytes) of "
         f"{', '.join(data['texts'])}. One seed: differences of a few thousandths are within run-to-run noise.", "",
@@ -122,8 +118,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     common.set_threads(args.threads)
     data_dir = prepare(args)
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg(), "arch": args.arch,
+    data = {**common.run_info(),
+            "arch": args.arch,
             "size": args.size, "seed": args.seed, "batch_size": args.batch_size, "seq_len": args.seq_len,
             "steps": args.steps, "texts": [Path(t).name for t in (args.texts or sorted(GERMAN.glob("*.txt")))],
             "val_tokens": TokenDataset(data_dir, "val").tokens, "runs": []}
@@ -131,10 +127,7 @@ def main(argv=None) -> dict:
         data["runs"].append(train(args, data_dir, order, order_overrides(args, order)))
         log(f"{order}: val bpb {data['runs'][-1]['val']['bpb']:.4f}")
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

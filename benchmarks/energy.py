@@ -11,7 +11,6 @@ reference. Every linear layer's ACs/MACs are counted; see src/lmzoo/energy.py.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
@@ -37,10 +36,8 @@ def held_out_windows(tokenizer, seq_len: int, batch_size: int, max_tokens: int) 
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
     lines = ["### Spike Transformer: operations and energy on real text", "",
-             f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-             f"torch {m.get('torch', '?')})", "",
+             common.command_header(data), "",
              f"`spike-transformer/{data['size']}` (T = {data['timesteps']}); text: the German Wikipedia sample "
              f"articles, {data['tokens']:,} byte tokens, not in the training data. Per token, linear layers only; "
              "energy with 0.9 pJ per AC and 4.6 pJ per MAC; the dense reference is the same network without "
@@ -69,14 +66,14 @@ def main(argv=None) -> dict:
     p.set_defaults(out=common.ROOT / "benchmarks" / "runs" / "energy-de", arch="spike-transformer", steps=300)
     args = p.parse_args(argv)
     common.set_threads(args.threads)
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg(), "size": args.size,
+    data = {**common.run_info(),
+            "size": args.size,
             "texts": [t.name for t in (args.texts or sorted(GERMAN.glob("*.txt")))]}
     run = None
     if args.checkpoint is None:
         data_dir = prepare(args)
         run = train(args, data_dir, "shuffled", {})
-        args.checkpoint = Path(run["checkpoint"])
+        args.checkpoint = common.ROOT / run["checkpoint"]
     trained = lmzoo.load(args.checkpoint)
     windows = held_out_windows(trained.tokenizer, args.seq_len, args.batch_size, args.max_tokens)
     data["trained"] = measure_energy(trained, windows)
@@ -88,10 +85,7 @@ def main(argv=None) -> dict:
     data["timesteps"] = trained.config.timesteps
     data["tokens"] = data["trained"]["tokens"]
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

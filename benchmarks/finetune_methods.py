@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import common
-import torch
 
 import lmzoo
 from lmzoo.data import count_words, extract_wiki_dump, iter_documents, split_sentences
@@ -81,9 +80,7 @@ def finetune_and_score(base: Path, train_items: list[dict], test_items: list[dic
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
-    head = [f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-            f"torch {m.get('torch', '?')})", ""]
+    head = [common.command_header(data), ""]
     ratio_rows = [[r["arch"], r["size"], f"{r['base_params']:,}", f"{r['lora_params']:,}", f"**{100 * r['ratio']:.2f}%**"]
                   for r in data["lora_ratios"]]
     qa_rows = [[r["method"], f"{100 * r['trainable_ratio']:.2f}%",
@@ -115,8 +112,8 @@ def main(argv=None) -> dict:
     items = cloze_items()
     n_test = int(len(items) * args.test_share)
     test_items, train_items = items[:n_test], items[n_test:]
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "base": str(args.base), "base_arch": base.config.arch,
+    data = {**common.run_info(),
+            "base": common.repo_path(args.base), "base_arch": base.config.arch,
             "steps": args.steps, "n_train": len(train_items), "n_test": len(test_items),
             "lora_ratios": lora_ratios(args.sizes), "runs": []}
     with tempfile.TemporaryDirectory() as work:
@@ -124,10 +121,7 @@ def main(argv=None) -> dict:
             data["runs"].append(finetune_and_score(args.base, train_items, test_items, method, args, Path(work)))
             print(method, data["runs"][-1]["scores"], flush=True)
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

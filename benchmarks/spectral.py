@@ -65,7 +65,6 @@ def nearest_preset(target: float = 8e6) -> str:
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
     conv_rows = [[r["length"], f"{r['max_abs_diff']:.1e}", f"{r['fft'] * 1e3:.2f}", f"{r['direct'] * 1e3:.2f}",
                   f"**{r['direct'] / r['fft']:.1f}x**"] for r in data["conv"]]
     e = data["embedding"]
@@ -73,8 +72,7 @@ def render(data: dict) -> str:
     a = data["analysis"]
     return "\n".join([
         "## SpectralLLM (cpu)", "",
-        f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-        f"torch {m.get('torch', '?')})", "",
+        common.command_header(data), "",
         "**FFT long convolution vs the direct sum** (4 x 128 channels, fp32):", "",
         common.markdown_table(["L", "max abs diff", "FFT ms", "direct ms", "FFT speed-up"], conv_rows), "",
         f"**Harmonic embedding vs table lookup** (`{e['size']}`, {e['tokens']:,} tokens): "
@@ -101,16 +99,13 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     analysis_size = nearest_preset()
     analysis = analyze(lmzoo.create_model("spectral-llm", analysis_size), torch.randint(0, 259, (1, 256)))
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "conv": conv_comparison(args.lengths, 128, args.repeats),
+    data = {**common.run_info(),
+            "conv": conv_comparison(args.lengths, 128, args.repeats),
             "embedding": embedding_cost(args.size, 8, 256, args.repeats), "memory_size": args.size,
             "memory": memory(args.size, args.threads), "analysis_size": analysis_size,
             "analysis": {k: v for k, v in analysis.items() if k != "band_energy"}}
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

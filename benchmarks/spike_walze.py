@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import tempfile
 from pathlib import Path
 
@@ -179,7 +178,7 @@ def group_stats(model, sentences: list[str], max_tokens: int | None = None) -> d
 def measure_difficulty(args) -> dict:
     model = lmzoo.load(args.difficulty)
     groups = german_sentences(args.texts or sorted(DEWIKI.glob("*.xml")))
-    out = {"checkpoint": str(args.difficulty), "groups": {}}
+    out = {"checkpoint": common.repo_path(args.difficulty), "groups": {}}
     for name, sentences in groups.items():
         out["groups"][name] = group_stats(model, sentences)
         log(f"{name}: {len(sentences)} sentences, spike rate {out['groups'][name]['spike_rate']:.3f}")
@@ -193,9 +192,7 @@ def measure_difficulty(args) -> dict:
 
 # ---- report --------------------------------------------------------------------------------------
 def _header(data: dict) -> list[str]:
-    m = data["machine"]
-    return [f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-            f"torch {m.get('torch', '?')})", ""]
+    return [common.command_header(data), ""]
 
 
 def render_rates(data: dict) -> str:
@@ -269,8 +266,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     common.set_threads(args.threads)
-    base = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg()}
+    base = common.run_info()
     parts = [("rates", measure_rates, render_rates), ("scaling", measure_scaling, render_scaling),
              ("difficulty", measure_difficulty, render_difficulty)]
     done = {}
@@ -279,11 +275,8 @@ def main(argv=None) -> dict:
             continue
         data = {**base, key: measure(args)}
         markdown = render(data)
-        print(markdown)
         done[key] = data
-        if not args.no_write:
-            print(f"wrote {common.write_json(f'{NAME}-{key}', 'cpu', data)}")
-            print(f"wrote {common.update_doc_section(f'{NAME}-{key}-cpu', markdown)}")
+        common.publish(f"{NAME}-{key}", data, markdown, write=not args.no_write)
     return done
 
 

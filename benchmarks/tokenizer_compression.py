@@ -59,8 +59,7 @@ def measure() -> dict:
 
 def render(data: dict) -> str:
     lines = ["## Tokenizers: compression over characters", "",
-             f"Command: `{data['command']}` ({data['date']}); trained on the first 90% of each file, measured on "
-             "the last 10%.", ""]
+             common.command_header(data) + "; trained on the first 90% of each file, measured on the last 10%.", ""]
     for lang, r in data["results"].items():
         rows = [[row["tokenizer"], f"{row['vocab_size']:,}", f"**{row['chars_per_token']:.3f}**",
                  f"{row['bytes_per_token']:.3f}", f"{row['unk_share']:.4f}"] for row in r["rows"]]
@@ -73,13 +72,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "results": measure()}
+    data = {**common.run_info(), "results": measure()}
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 
 import common
 import numpy as np
-import torch
 from curriculum import add_run_arguments, prepare, train
 
 import lmzoo
@@ -34,13 +32,11 @@ def val_words(data_dir) -> int:
 
 
 def render(data: dict) -> str:
-    m = data["machine"]
     rows = [[r["order"], f"{r['params']:,}", f"**{r['val']['bpb']:.4f}**", f"{r['word_ppl']:.1f}",
              f"{r['elapsed_s']:.0f}"] for r in data["runs"]]
     return "\n".join([
         "## SpectralLLM vs transformer on WikiText-2 (non-standard split)", "",
-        f"Command: `{data['command']}` ({data['date']}; {m.get('cpu', '?')}, {data['threads']} threads, "
-        f"torch {m.get('torch', '?')})", "",
+        common.command_header(data), "",
         f"`{data['size']}` presets, seed {data['seed']}, {data['steps']} steps of {data['batch_size']} x "
         f"{data['seq_len']} bytes; train and val are a 95/5 block split of WikiText-2 raw valid+test (the train "
         f"split is not available here), val {data['val_tokens']:,} bytes / {data['val_words']:,} words. Word "
@@ -57,22 +53,19 @@ def main(argv=None) -> dict:
     common.set_threads(args.threads)
     data_dir = prepare(args)
     val = TokenDataset(data_dir, "val")
-    data = {"command": common.command_line(), "date": common.now(), "machine": common.machine_info("cpu"),
-            "threads": torch.get_num_threads(), "load_average_before": os.getloadavg(), "size": args.size,
+    data = {**common.run_info(),
+            "size": args.size,
             "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
             "val_tokens": val.tokens, "val_words": val_words(data_dir), "runs": []}
     for arch in args.archs:
         args.arch = arch
         run = train(args, data_dir, arch, {})
         run["order"] = arch
-        run["params"] = sum(p.numel() for p in lmzoo.load(run["checkpoint"]).parameters())
+        run["params"] = sum(p.numel() for p in lmzoo.load(common.ROOT / run["checkpoint"]).parameters())
         run["word_ppl"] = math.exp(run["val"]["loss"] * run["val"]["tokens"] / data["val_words"])
         data["runs"].append(run)
     markdown = render(data)
-    print(markdown)
-    if not args.no_write:
-        print(f"wrote {common.write_json(NAME, 'cpu', data)}")
-        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+    common.publish(NAME, data, markdown, write=not args.no_write)
     return data
 
 

@@ -183,3 +183,10 @@ def test_spectral_benchmark_parts(one_thread):
     assert row["max_abs_diff"] < 1e-4 and row["fft"] > 0 and row["direct"] > 0
     cost = spectral.embedding_cost("nano", 2, 16, repeats=1)
     assert cost["ratio"] > 0 and cost["tokens"] == 32
+
+
+def test_results_hold_no_machine_paths(common):
+    assert common.repo_path(common.ROOT / "benchmarks" / "runs" / "x") == "benchmarks/runs/x"
+    assert common.repo_path("/elsewhere/x") == "/elsewhere/x"
+    for path in common.RESULTS_DIR.glob("*.json"):
+        assert str(common.ROOT) not in path.read_text(), path.name
