@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_http import JsonServer
 
 from lmzoo.cli.main import main
 from lmzoo.data.http import PoliteSession
@@ -32,31 +31,16 @@ class FakeLLM:
     """Answers /v1/messages (Anthropic) and /v1/chat/completions (OpenAI) from the prompt's text."""
 
     def __init__(self, fail_after: int | None = None):
-        self.requests, self.fail_after = [], fail_after
-        outer = self
+        self.fail_after = fail_after
+        self.server = JsonServer(lambda r: (*self.answer(r["path"], r["headers"], r["body"]), {}))
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                status, payload = outer.answer(self.path, dict(self.headers), body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    @property
+    def requests(self):
+        return self.server.requests
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
     def answer(self, path, headers, body):
         if self.fail_after is not None and len(self.requests) > self.fail_after:

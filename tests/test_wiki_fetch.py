@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from local_http import JsonServer as FakeServer
 
 from lmzoo.cli.main import main
 from lmzoo.data.http import PoliteSession
@@ -41,40 +39,6 @@ CATEGORY = {"Kategorie:Physik": [[{"ns": 0, "title": "Optik"}, {"ns": 14, "title
                                  [{"ns": 0, "title": "Mechanik"}]],
             "Kategorie:Teilgebiet": [[{"ns": 0, "title": "Chemie"}]]}
 VIEWS = {"Optik": 50, "Physik": 900, "Mechanik": 300, "Chemie": 1000}
-
-
-class FakeServer:
-    """A local HTTP server; `respond(request) -> (status, payload, headers)`; requests are recorded."""
-
-    def __init__(self, respond):
-        self.respond, self.requests = respond, []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                url = urlsplit(self.path)
-                request = {"method": self.command, "path": url.path, "headers": dict(self.headers),
-                           "query": {k: v[0] for k, v in parse_qs(url.query).items()}}
-                outer.requests.append(request)
-                status, payload, headers = outer.respond(request)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for name, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def wiki(request):
