@@ -63,9 +63,16 @@ class HarmonicEmbedding(nn.Module):
         self.register_buffer("grid", torch.linspace(0, 1, d_model), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # A sin(w t + phi) = (A cos phi) sin(w t) + (A sin phi) cos(w t): two [H] x [H, D] products
+        # per token instead of a [H, D] sine per token.
         angle = 2 * math.pi * self.freqs[:, None] * self.grid[None, :]            # [H, D]
-        waves = torch.sin(angle + self.phase[ids][..., None])                        # [..., H, D]
-        return (self.amplitude[ids][..., None] * waves).sum(-2)
+        amplitude, phase = self.amplitude[ids], self.phase[ids]                     # [..., H]
+        return (amplitude * phase.cos()) @ angle.sin() + (amplitude * phase.sin()) @ angle.cos()
+
+    def reference(self, ids: torch.Tensor) -> torch.Tensor:
+        """The defining sum, one sine per token, basis and channel (for tests)."""
+        angle = 2 * math.pi * self.freqs[:, None] * self.grid[None, :]
+        return (self.amplitude[ids][..., None] * torch.sin(angle + self.phase[ids][..., None])).sum(-2)
 
 
 class ImplicitFilters(nn.Module):
