@@ -148,11 +148,15 @@ def judge_lora(data: dict) -> tuple[str, str]:
 
 
 def judge_wikitext(data: dict) -> tuple[str, str]:
-    runs = {r["order"]: r for r in data["runs"]}
-    ours, base = runs["spectral-llm"], runs["transformer"]
-    figure = (f"WikiText-2 (non-standard split, bytes, {data['size']}): spectral-llm {ours['val']['bpb']:.3f} bits/byte, "
-              f"word PPL {ours['word_ppl']:.0f}; transformer {base['val']['bpb']:.3f}, {base['word_ppl']:.0f}")
-    better = "better" if ours["val"]["bpb"] < base["val"]["bpb"] else "worse"
+    def mean(spec: str, key) -> float:
+        runs = [r for r in data["runs"] if r["order"] == spec]
+        return sum(key(r) for r in runs) / len(runs)
+
+    bpb = {spec: mean(spec, lambda r: r["val"]["bpb"]) for spec in data["archs"]}
+    ppl = {spec: mean(spec, lambda r: r["word_ppl"]) for spec in data["archs"]}
+    figure = (f"WikiText-2 (non-standard split, bytes, {data['size']}, mean of {len(data['seeds'])} seeds): "
+              + "; ".join(f"{spec} {bpb[spec]:.3f} bits/byte, word PPL {ppl[spec]:.0f}" for spec in data["archs"]))
+    better = "better" if bpb["spectral-llm"] < bpb["transformer"] else "worse"
     return figure, f"not measurable as stated (no WikiText-103 here); spectral-llm {better} than transformer"
 
 
@@ -210,7 +214,7 @@ CLAIMS = [
           "python benchmarks/finetune_methods.py", "finetune-methods", judge_lora),
     Claim("P1", "SpectralLLM", "WikiText-103 perplexity 45.2 at 8M params",
           "byte-level training on WikiText-2 raw (what is available) vs the parameter-matched transformer",
-          "python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2", "wikitext-compare",
+          "python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2 --seeds 0 1", "wikitext-compare",
           judge_wikitext),
     Claim("P2", "SpectralLLM", "40% memory reduction vs an equivalent transformer",
           "peak RSS increase of a training step, parameter-matched, fresh processes",

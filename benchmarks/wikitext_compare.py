@@ -4,13 +4,16 @@ Only WikiText-2 raw *valid* and *test* are on these machines (no train split, no
 so this is a non-standard split: both files, byte-level, cut by lmzoo's deterministic block split
 (5% validation). Both models train from the same seed on the same bytes for the same steps
 (shuffled order, settings of `benchmarks/curriculum.py`); the result is bits per byte and a
-word-level perplexity (exp of the total loss over the words of the validation text).
+word-level perplexity (exp of the total loss over the words of the validation text), per seed and
+as the mean over seeds. A run spec `ARCH:KEY=VALUE,...` sets model config fields (a variant).
 
-    python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2
+    python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2 --seeds 0 1 \
+        --archs spectral-llm spectral-llm:embedding=harmonic transformer
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import common
@@ -18,7 +21,6 @@ import numpy as np
 from curriculum import add_run_arguments, prepare, train
 
 import lmzoo
-
 from lmzoo.data import TokenDataset, read_meta
 
 NAME = "wikitext-compare"
@@ -31,39 +33,65 @@ def val_words(data_dir) -> int:
     return len(TokenDataset(data_dir, "val").tokenizer.decode(ids.tolist()).split())
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """'arch:key=value,key=value' -> (arch, model overrides); values are parsed as JSON when they can be."""
+    arch, _, rest = spec.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"bad run spec '{spec}': write ARCH:KEY=VALUE,...")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return arch, overrides
+
+
 def render(data: dict) -> str:
-    rows = [[r["order"], f"{r['params']:,}", f"**{r['val']['bpb']:.4f}**", f"{r['word_ppl']:.1f}",
-             f"{r['elapsed_s']:.0f}"] for r in data["runs"]]
+    rows = []
+    for spec in data["archs"]:
+        runs = [r for r in data["runs"] if r["order"] == spec]
+        mean_bpb = sum(r["val"]["bpb"] for r in runs) / len(runs)
+        rows.append([spec, f"{runs[0]['params']:,}", " / ".join(f"{r['val']['bpb']:.4f}" for r in runs),
+                     f"**{mean_bpb:.4f}**", " / ".join(f"{r['word_ppl']:.0f}" for r in runs),
+                     f"{sum(r['elapsed_s'] for r in runs) / len(runs):.0f}"])
     return "\n".join([
         "## SpectralLLM vs transformer on WikiText-2 (non-standard split)", "",
         common.command_header(data), "",
-        f"`{data['size']}` presets, seed {data['seed']}, {data['steps']} steps of {data['batch_size']} x "
+        f"`{data['size']}` presets, seeds {', '.join(map(str, data['seeds']))}, {data['steps']} steps of {data['batch_size']} x "
         f"{data['seq_len']} bytes; train and val are a 95/5 block split of WikiText-2 raw valid+test (the train "
         f"split is not available here), val {data['val_tokens']:,} bytes / {data['val_words']:,} words. Word "
         "perplexity = exp(total val loss / words); not comparable with published WikiText-103 numbers.", "",
-        common.markdown_table(["arch", "params", "val bits/byte", "word perplexity", "train s"], rows)])
+        common.markdown_table(["run", "params", "val bits/byte per seed", "mean", "word perplexity per seed",
+                               "train s (mean)"], rows)])
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p)
     p.set_defaults(out=common.ROOT / "benchmarks" / "runs" / "wikitext", texts=sorted(WIKITEXT.glob("*.raw")))
-    p.add_argument("--archs", nargs="+", default=["spectral-llm", "transformer"])
+    p.add_argument("--archs", nargs="+", default=["spectral-llm", "spectral-llm:embedding=harmonic", "transformer"],
+                   help="run specs ARCH or ARCH:KEY=VALUE,... (model config overrides)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     data_dir = prepare(args)
     val = TokenDataset(data_dir, "val")
     data = {**common.run_info(),
-            "size": args.size,
-            "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
+            "size": args.size, "archs": args.archs,
+            "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
             "val_tokens": val.tokens, "val_words": val_words(data_dir), "runs": []}
-    for arch in args.archs:
-        args.arch = arch
-        run = train(args, data_dir, arch, {})
-        run["order"] = arch
-        run["params"] = sum(p.numel() for p in lmzoo.load(common.ROOT / run["checkpoint"]).parameters())
-        run["word_ppl"] = math.exp(run["val"]["loss"] * run["val"]["tokens"] / data["val_words"])
-        data["runs"].append(run)
+    for spec in args.archs:
+        for seed in args.seeds:
+            args.arch, overrides = parse_spec(spec)
+            args.seed = seed
+            run = train(args, data_dir, f"{spec.replace(':', '-').replace(',', '-')}-seed{seed}",
+                        {"model_args": overrides})
+            run.update(order=spec, seed=seed)
+            run["params"] = lmzoo.load(common.ROOT / run["checkpoint"]).num_parameters()
+            run["word_ppl"] = math.exp(run["val"]["loss"] * run["val"]["tokens"] / data["val_words"])
+            data["runs"].append(run)
     markdown = render(data)
     common.publish(NAME, data, markdown, write=not args.no_write)
     return data

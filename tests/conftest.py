@@ -19,6 +19,7 @@ CONTRACT_VARIANTS = {
     "complexity": [{"routing": "range"}, {"window": 5}],
     "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}, {"spike_capacity": 0.3}],
     "spike-transformer": [{"surrogate": "atan", "reset": "soft", "learn_thresholds": True}],
+    "spectral-llm": [{"embedding": "harmonic"}, {"embedding": "harmonic", "tie_embeddings": False, "wavelet_levels": 2}],
 }
 
 

@@ -4,8 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import lmzoo
-from lmzoo.accounting import (count_parameters, describe, fft_flops, flop_counter, flops_per_token,
-                              visible_pairs)
+from lmzoo.accounting import count_parameters, describe, fft_flops, flop_counter, flops_per_token, visible_pairs
 
 SEQ = 64
 

@@ -20,7 +20,6 @@ from lmzoo.training.distributed import init_distributed
 from lmzoo.training.trainer import StopRequest, Trainer
 
 
-
 def tiny(data_dir, out, **overrides) -> TrainConfig:
     base = dict(arch="complexity", size="nano", model_args={"d_model": 32, "n_layers": 2, "d_ff": 64},
                 data=str(data_dir), out=str(out), seq_len=32, batch_size=4, max_steps=4, warmup_steps=2,

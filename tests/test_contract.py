@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
+from conftest import contract_cases, requires_cuda
 
 import lmzoo
 from lmzoo.errors import LmzooError
-from conftest import contract_cases, requires_cuda
 
 CASES = list(contract_cases())
 LENGTH = 37  # prime: not a multiple of any window, chunk or grid size

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import lmzoo.data.prepare as prepare_module
 from lmzoo.data import (
     TokenDataset,
     default_corpus_documents,
@@ -19,9 +20,8 @@ from lmzoo.data import (
     prepare_dataset,
     prepare_default_corpus,
     read_meta,
+    sources,
 )
-import lmzoo.data.prepare as prepare_module
-from lmzoo.data import sources
 from lmzoo.errors import LmzooError
 from lmzoo.tokenizers import ByteTokenizer, CharTokenizer
 

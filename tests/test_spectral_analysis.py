@@ -43,10 +43,3 @@ def test_analyze_cli(tmp_path, capsys):
     assert "spectral share" in out and "band output energy" in out
     assert main(["analyze", "transformer"]) == 2
 
-
-def test_harmonic_embedding_equals_its_defining_sum():
-    torch.manual_seed(0)
-    model = lmzoo.create_model("spectral-llm", "nano")
-    torch.nn.init.normal_(model.harmonic.amplitude)
-    ids = torch.randint(0, 259, (2, 9))
-    torch.testing.assert_close(model.harmonic(ids), model.harmonic.reference(ids), atol=1e-5, rtol=1e-5)

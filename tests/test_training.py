@@ -7,15 +7,14 @@ import math
 import pytest
 import torch
 
+import lmzoo
 import lmzoo.modeling
 from lmzoo import create_model
 from lmzoo.data import TokenDataset
 from lmzoo.errors import LmzooError
-import lmzoo
 from lmzoo.training import TrainConfig, add_train_arguments, config_from_args, evaluate, run_training
 from lmzoo.training.checkpointing import load_checkpoint
 from lmzoo.training.optim import CosineSchedule, param_groups
-
 
 
 def tiny(data_dir, out, **overrides) -> TrainConfig:

@@ -53,12 +53,16 @@ class CausalLM(nn.Module):
 
     config_cls: type[ModelConfig] = ModelConfig
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, token_table: bool = True):
         super().__init__()
         self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        if config.tie_embeddings:
+        # An architecture with its own token embedding passes token_table=False; with tied
+        # embeddings it then also computes the logits itself (`output_logits`).
+        self.embed = nn.Embedding(config.vocab_size, config.d_model) if token_table else None
+        self.lm_head = None
+        if token_table or not config.tie_embeddings:
+            self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if token_table and config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         # The trainer checks the dataset's ids once up front and turns this off, so the hot
         # loop does not sync with the GPU to re-check every batch.
@@ -102,7 +106,7 @@ class CausalLM(nn.Module):
     def init_state(self, batch_size: int = 1, device: torch.device | str | None = None,
                    capacity: int = 256) -> State:
         """Empty decoding state; `capacity` is a hint for how many tokens will be cached."""
-        device = torch.device(device) if device is not None else self.embed.weight.device
+        device = torch.device(device) if device is not None else next(self.parameters()).device
         return State(self.init_layer_states(batch_size, device, capacity))
 
     def check_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -134,7 +138,7 @@ class CausalLM(nn.Module):
             state.position += input_ids.shape[1]
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
+        logits = self.output_logits(hidden)
         loss = None
         if labels is not None:
             loss = causal_lm_loss(logits, labels.reshape(input_ids.shape))
@@ -142,9 +146,13 @@ class CausalLM(nn.Module):
                 loss = loss + aux_loss
         return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss, state=state, stats=stats)
 
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the final hidden states; an architecture without a head overrides this."""
+        return self.lm_head(hidden)
+
     def embedding_parameters(self) -> list[nn.Parameter]:
         """Per-token parameters (table and LM head); architectures with other token embeddings add theirs."""
-        return [self.embed.weight, self.lm_head.weight]
+        return [m.weight for m in (self.embed, self.lm_head) if m is not None]
 
     def num_parameters(self, embedding: bool | None = None) -> int:
         """All parameters (None), only the embedding/LM head (True) or the rest (False)."""

@@ -91,7 +91,8 @@ def analyze(model, ids: torch.Tensor) -> dict[str, Any]:
         "spectral_parameter_ratio": sum(params[k] for k in SPECTRAL) / total_params,
         "flops_per_token": flops,
         "spectral_compute_ratio": sum(flops[k] for k in SPECTRAL) / sum(flops.values()),
-        "harmonic_mix_a": float(torch.sigmoid(model.harmonic_mix)),
+        # embedding="harmonic" has no table: the harmonic share is 1 by construction.
+        "harmonic_mix_a": float(torch.sigmoid(model.harmonic_mix)) if model.embed is not None else 1.0,
         "ffn_alpha": [float(torch.sigmoid(b.ffn.mix_logit)) for b in model.blocks],
         "band_weights": [b.mixer.band_weight.tolist() for b in model.blocks],
         "band_energy": band_energy(model, ids),

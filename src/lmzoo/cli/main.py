@@ -13,7 +13,14 @@ from lmzoo.errors import LmzooError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmzoo.cli import analysis_commands, collect_commands, data_commands, finetune_commands, model_commands, train_commands
+    from lmzoo.cli import (
+        analysis_commands,
+        collect_commands,
+        data_commands,
+        finetune_commands,
+        model_commands,
+        train_commands,
+    )
 
     parser = argparse.ArgumentParser(
         prog="lmzoo", description="Build, train, compare and use efficient language-model architectures.")

@@ -1,6 +1,7 @@
 """`spectral-llm`: harmonic token embeddings, causal multi-resolution mixing, frequency-domain FFN.
 
     x = (1 - a) table[v] + a sum_h A[v,h] sin(2 pi f_h t + phi[v,h])      hybrid harmonic embedding
+                                                  (embedding="harmonic": the sum alone, no table)
     block (pre-norm):
       v, g = split(W_in norm(x))
       bands = causal undecimated db4 wavelet decomposition of v (3 levels -> 4 bands, each length L)
@@ -34,11 +35,13 @@ from lmzoo.registry import register
 FILTER_FEATURES = 8     # sin/cos pairs of the lag fed to the implicit filter MLP
 FILTER_HIDDEN = 64
 FILTER_HORIZON = 4096.0  # lag scale of the slowest positional feature
+EMBEDDINGS = ("hybrid", "harmonic")
 
 
 @dataclass
 class SpectralConfig(ModelConfig):
     d_ff: int = 448
+    embedding: str = "hybrid"           # hybrid = table mixed with harmonics; harmonic = harmonics only
     harmonic_bases: int = 16
     wavelet_type: str = "db4"
     wavelet_levels: int = 3
@@ -46,6 +49,8 @@ class SpectralConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.embedding not in EMBEDDINGS:
+            raise LmzooError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got '{self.embedding}'")
         if self.harmonic_bases < 1 or self.wavelet_levels < 1:
             raise LmzooError("harmonic_bases and wavelet_levels must be >= 1")
         if self.spectral_loss_weight < 0:
@@ -55,18 +60,19 @@ class SpectralConfig(ModelConfig):
 class HarmonicEmbedding(nn.Module):
     """Per token: H learned amplitudes and phases of fixed frequencies, sampled over the channels."""
 
-    def __init__(self, vocab_size: int, d_model: int, bases: int):
+    def __init__(self, vocab_size: int, d_model: int, bases: int, amplitude_std: float = 0.02):
         super().__init__()
-        self.amplitude = nn.Parameter(torch.randn(vocab_size, bases) * 0.02)
+        self.amplitude = nn.Parameter(torch.randn(vocab_size, bases) * amplitude_std)
         self.phase = nn.Parameter(torch.rand(vocab_size, bases) * 2 * math.pi)
         self.register_buffer("freqs", torch.linspace(0.1, math.pi, bases), persistent=False)
         self.register_buffer("grid", torch.linspace(0, 1, d_model), persistent=False)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of `ids` [..., D]; without ids, the whole vocabulary [V, D] (the tied output weights)."""
         # A sin(w t + phi) = (A cos phi) sin(w t) + (A sin phi) cos(w t): two [H] x [H, D] products
         # per token instead of a [H, D] sine per token.
         angle = 2 * math.pi * self.freqs[:, None] * self.grid[None, :]            # [H, D]
-        amplitude, phase = self.amplitude[ids], self.phase[ids]                     # [..., H]
+        amplitude, phase = (self.amplitude, self.phase) if ids is None else (self.amplitude[ids], self.phase[ids])
         return (amplitude * phase.cos()) @ angle.sin() + (amplitude * phase.sin()) @ angle.cos()
 
     def reference(self, ids: torch.Tensor) -> torch.Tensor:
@@ -189,9 +195,13 @@ def _presets() -> dict[str, dict]:
           "harmonic embeddings + causal wavelet/FFT long-convolution mixing + frequency-domain FFN")
 class SpectralLLM(CausalLM):
     def __init__(self, config: SpectralConfig):
-        super().__init__(config)
-        self.harmonic = HarmonicEmbedding(config.vocab_size, config.d_model, config.harmonic_bases)
-        self.harmonic_mix = nn.Parameter(torch.tensor(0.5))  # a = sigmoid(m), m init 0.5
+        super().__init__(config, token_table=config.embedding == "hybrid")
+        # As the output weights (embedding="harmonic"), the low harmonics add up coherently over the
+        # channels, so the logits grow with D * A: start A small enough for a uniform first prediction.
+        amplitude_std = config.init_std if config.embedding == "hybrid" else config.init_std / config.harmonic_bases
+        self.harmonic = HarmonicEmbedding(config.vocab_size, config.d_model, config.harmonic_bases, amplitude_std)
+        if config.embedding == "hybrid":
+            self.harmonic_mix = nn.Parameter(torch.tensor(0.5))  # a = sigmoid(m), m init 0.5
         self.blocks = nn.ModuleList(SpectralBlock(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.init_weights()
@@ -208,11 +218,21 @@ class SpectralLLM(CausalLM):
         return [MixerState() for _ in self.blocks]
 
     def backbone(self, input_ids: torch.Tensor, state: State | None):
-        a = torch.sigmoid(self.harmonic_mix)
-        x = (1 - a) * self.embed(input_ids) + a * self.harmonic(input_ids)
+        stats = {}
+        if self.embed is None:
+            x = self.harmonic(input_ids)
+        else:
+            a = torch.sigmoid(self.harmonic_mix)
+            x = (1 - a) * self.embed(input_ids) + a * self.harmonic(input_ids)
+            stats["harmonic_mix"] = a.detach()
         for i, block in enumerate(self.blocks):
             x = block(x, state.layers[i] if state is not None else None)
         aux = None
         if self.config.spectral_loss_weight > 0:
             aux = self.config.spectral_loss_weight * self.harmonic.amplitude.square().mean()
-        return self.norm(x), aux, {"harmonic_mix": a.detach()}
+        return self.norm(x), aux, stats
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.lm_head is not None:
+            return self.lm_head(hidden)
+        return F.linear(hidden, self.harmonic())  # tied to the harmonic embedding: 2 H parameters per token

@@ -176,13 +176,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def freeze_layers(model: nn.Module, n: int) -> None:
-    """Freeze the token embedding (and a head tied to it) and blocks[:n]; the rest stays trainable."""
+    """Freeze the token embeddings (and a head tied to them) and blocks[:n]; the rest stays trainable."""
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
         raise LmzooError(f"'{model.config.arch}' keeps no `blocks` list; --method freeze cannot pick layers")
     if not 0 <= n <= len(blocks):
         raise LmzooError(f"--freeze-layers {n} is out of range; the model has {len(blocks)} blocks")
-    model.embed.weight.requires_grad_(False)  # also the tied LM head: it is the same tensor
+    untied_head = None if model.config.tie_embeddings or model.lm_head is None else model.lm_head.weight
+    for param in model.embedding_parameters():  # the token embeddings, and a head tied to them
+        if param is not untied_head:
+            param.requires_grad_(False)
     for block in blocks[:n]:
         block.requires_grad_(False)
 
