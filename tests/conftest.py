@@ -19,6 +19,9 @@ CONTRACT_VARIANTS = {
     "complexity": [{"routing": "range"}, {"window": 5}],
     "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}, {"spike_capacity": 0.3}],
     "spike-transformer": [{"surrogate": "atan", "reset": "soft", "learn_thresholds": True}],
+    "efficia-1": [{"window": 8, "segment": 4, "memory_slots": 3, "eos_id": 5},
+                  {"overlap": True, "window": 6, "segment": 5, "memory_slots": 2},
+                  {"window": 70, "segment": 3, "memory": False}, {"window": 5, "segment": 4, "compression": False}],
     "spectral-llm": [{"embedding": "harmonic"}, {"embedding": "harmonic", "tie_embeddings": False, "wavelet_levels": 2}],
 }
 

@@ -10,6 +10,7 @@ from lmzoo.errors import LmzooError
 
 CASES = list(contract_cases())
 LENGTH = 37  # prime: not a multiple of any window, chunk or grid size
+GRADIENT_PROBE_LENGTH = 192
 
 
 def build(arch, overrides, seed=0, **extra):
@@ -118,10 +119,15 @@ def test_learning(arch, overrides):
     first_value = float(first.detach())
     ln_v = math.log(model.config.vocab_size)
     assert abs(first_value - ln_v) <= 0.15 * ln_v, f"init loss {first_value:.3f} vs ln(V) {ln_v:.3f}"
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    first.backward()
+    # Every weight learns: checked on a sequence long enough for paths that lag whole segments
+    # (efficia-1's memory and GRU read only complete 64-token segments).
+    probe = random_ids(model, batch=2, length=GRADIENT_PROBE_LENGTH)
+    model(probe, labels=probe).loss.backward()
     silent = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not silent, f"parameters without gradient: {silent}"
+    model.zero_grad()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    first.backward()
     opt.step()
     opt.zero_grad()
     for _ in range(49):

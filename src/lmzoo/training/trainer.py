@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from lmzoo.checkpoint import WEIGHTS_FILE, load_state_into
 from lmzoo.errors import LmzooError
-from lmzoo.registry import create_model
+from lmzoo.registry import create_model, get_architecture
 from lmzoo.training.checkpointing import (
     Checkpoint,
     checkpoint_dir,
@@ -122,7 +122,10 @@ def _open_datasets(cfg: TrainConfig):
 
 
 def _build_model(cfg: TrainConfig, train_data, val_data):
-    model = create_model(cfg.arch, cfg.size, **{"vocab_size": train_data.vocab_size, **cfg.model_args})
+    defaults = {"vocab_size": train_data.vocab_size}
+    if "eos_id" in get_architecture(cfg.arch).config_cls.field_names():  # models that reset at document ends
+        defaults["eos_id"] = train_data.eos_id
+    model = create_model(cfg.arch, cfg.size, **{**defaults, **cfg.model_args})
     # Checked once here so the forward pass never syncs with the device to re-check ids.
     max_id = max(train_data.max_id(), val_data.max_id())
     if max_id >= model.config.vocab_size:

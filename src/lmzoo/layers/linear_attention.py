@@ -1,0 +1,134 @@
+"""Causal linear attention within fixed windows (EFFICIA-1's Local Context Processor).
+
+    out_i = phi(q_i) . sum_j phi(k_j) v_j^T / (phi(q_i) . sum_j phi(k_j)),    phi = elu + 1
+
+over the j <= i of i's window: windows are fixed blocks of `window` tokens on the absolute
+position grid (the sums restart at every window start); with `overlap=True` they never restart
+(each window carries the previous one's sums, i.e. causal linear attention over the whole
+stream). Three forms give the same numbers (tested against each other):
+
+- `chunked_linear_attention`: training and prefill. Positions are cut into chunks; within a
+  chunk a masked [C, C] product, across chunks the running sums (prefix sums of per-chunk
+  k^T v). Work and memory are linear in the length.
+- `recurrent_linear_attention`: one token at a time from the running sums (decoding).
+- `reference_linear_attention`: the quadratic masked form, for tests.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EPS = 1e-6
+MAX_CHUNK = 64
+
+
+def feature_map(x: torch.Tensor) -> torch.Tensor:
+    return F.elu(x) + 1
+
+
+def chunk_size(window: int) -> int:
+    """Chunks tile the windows exactly: the window itself up to 64 tokens, else a divisor of it."""
+    return window if window <= MAX_CHUNK else math.gcd(window, MAX_CHUNK)
+
+
+class LinearAttentionState:
+    """Running sums of the current window: S = sum phi(k) v^T [B, H, dh, dh], z = sum phi(k) [B, H, dh]."""
+
+    def __init__(self):
+        self.S: torch.Tensor | None = None
+        self.z: torch.Tensor | None = None
+
+
+def reference_linear_attention(q, k, v, window: int, overlap: bool = False) -> torch.Tensor:
+    """Quadratic form on feature-mapped q, k [B, H, L, dh] from position 0."""
+    pos = torch.arange(q.shape[-2], device=q.device)
+    visible = pos[None, :] <= pos[:, None]
+    if not overlap:
+        visible &= (pos[None, :] // window) == (pos[:, None] // window)
+    scores = (q @ k.transpose(-1, -2)) * visible
+    return (scores @ v) / (scores.sum(-1, keepdim=True) + EPS)
+
+
+def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,
+                               state: LinearAttentionState) -> torch.Tensor:
+    """Token by token from `state` (updated in place); `start` is the absolute position of q[..., 0, :]."""
+    B, H, n, dh = q.shape
+    if state.S is None:
+        state.S, state.z = q.new_zeros(B, H, dh, dh), q.new_zeros(B, H, dh)
+    outs = []
+    for t in range(n):
+        if not overlap and (start + t) % window == 0:  # a new window: the sums restart
+            state.S, state.z = torch.zeros_like(state.S), torch.zeros_like(state.z)
+        kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]
+        state.S = state.S + kt[..., :, None] * vt[..., None, :]
+        state.z = state.z + kt
+        num = (qt[..., None, :] @ state.S).squeeze(-2)
+        outs.append(num / ((qt * state.z).sum(-1, keepdim=True) + EPS))
+    return torch.stack(outs, dim=2)
+
+
+def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
+                             state: LinearAttentionState | None = None) -> torch.Tensor:
+    """Parallel form on feature-mapped q, k [B, H, n, dh]; continues from and updates `state` if given."""
+    B, H, n, dh = q.shape
+    chunk = chunk_size(window)
+    # Pad on the absolute grid: on the left back to the start of `start`'s window (or chunk, with
+    # overlap), on the right to a whole one; padded keys are zero, so they add nothing.
+    align = chunk if overlap else window
+    left, right = start % align, (-(start + n)) % align
+    q, k, v = (F.pad(t, (0, 0, left, right)) for t in (q, k, v))
+    per_group = align // chunk
+    groups = q.shape[2] // align
+    qc, kc, vc = (t.reshape(B, H, groups, per_group, chunk, -1) for t in (q, k, v))
+
+    scores = (qc @ kc.transpose(-1, -2)).tril()                         # within each chunk
+    num, den = scores @ vc, scores.sum(-1)
+    chunk_S = kc.transpose(-1, -2) @ vc                                 # [B, H, G, K, dh, dh]
+    chunk_z = kc.sum(-2)                                                # [B, H, G, K, dh]
+    if overlap:  # one running sum over every chunk of the call
+        chunk_S, chunk_z = chunk_S.flatten(2, 3)[:, :, None], chunk_z.flatten(2, 3)[:, :, None]
+    S = chunk_S.cumsum(3) - chunk_S                                     # sums before each chunk
+    z = chunk_z.cumsum(3) - chunk_z
+    carried = state is not None and state.S is not None and (overlap or start % window != 0)
+    if carried:  # the earlier part of the first window (every window, with overlap)
+        first = slice(None) if overlap else slice(0, 1)
+        S[:, :, first] += state.S[:, :, None, None]
+        z[:, :, first] += state.z[:, :, None, None]
+    S, z = S.view(B, H, groups, per_group, dh, dh), z.view(B, H, groups, per_group, dh)
+    num = num + qc @ S
+    den = den + (qc * z[..., None, :]).sum(-1)
+    out = (num / (den[..., None] + EPS)).reshape(B, H, -1, dh)[:, :, left:left + n]
+
+    if state is not None:  # the sums of the window the call ends in
+        last_S, last_z = chunk_S[:, :, -1].sum(2), chunk_z[:, :, -1].sum(2)
+        if carried and (overlap or groups == 1):
+            last_S, last_z = last_S + state.S, last_z + state.z
+        state.S, state.z = last_S, last_z
+    return out
+
+
+class LocalLinearAttention(nn.Module):
+    """q, k, v projections, heads of `head_dim`, windowed causal linear attention, output projection."""
+
+    def __init__(self, d_model: int, head_dim: int, window: int, overlap: bool):
+        super().__init__()
+        self.heads, self.head_dim = max(1, d_model // head_dim), min(head_dim, d_model)
+        inner = self.heads * self.head_dim
+        self.window, self.overlap = window, overlap
+        self.qkv = nn.Linear(d_model, 3 * inner, bias=False)
+        self.out = nn.Linear(inner, d_model, bias=False)
+        self.out.residual_projection = True
+
+    def forward(self, x: torch.Tensor, start: int = 0, state: LinearAttentionState | None = None) -> torch.Tensor:
+        B, n, _ = x.shape
+        q, k, v = self.qkv(x).view(B, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        # fp32 for the running sums and the normaliser (bf16 loses the denominator's precision)
+        q, k, v = feature_map(q.float()), feature_map(k.float()), v.float()
+        if state is not None and n == 1:
+            y = recurrent_linear_attention(q, k, v, start, self.window, self.overlap, state)
+        else:
+            y = chunked_linear_attention(q, k, v, start, self.window, self.overlap, state)
+        return self.out(y.to(x.dtype).transpose(1, 2).reshape(B, n, -1))

@@ -1,0 +1,188 @@
+"""Segment-level memory for EFFICIA-1: the Global Memory Gate (FIFO of past-segment summaries,
+cross-attended by every token) and the Context Compression Unit (a GRU over segment summaries).
+
+The stream is cut into segments of `c` tokens on the absolute position grid. Both units are
+lagged: a token in segment k sees only what was built from segments < k, so they are causal.
+Document ids (`docs`, one int per token, counted from end-of-document tokens) reset both: a
+summary belongs to the document of its segment's last token and pools only that document's
+tokens; a token sees a memory slot or GRU state only of its own document. Decoding states hold
+the open segment's inputs, the slots' keys and values and the GRU state, all of fixed size.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NO_DOC = -(1 << 40)  # the document id of empty memory slots: equal to no real document
+
+
+@dataclass
+class SegmentGrid:
+    """A call's tokens on the segment grid: `left` carried tokens of the open segment, the `n`
+    new ones, then padding to whole segments. `stream` [B, S*c, D], `docs` [B, S*c]."""
+
+    stream: torch.Tensor
+    docs: torch.Tensor
+    left: int
+    n: int
+    size: int
+
+    @property
+    def segments(self) -> int:
+        return self.stream.shape[1] // self.size
+
+    @property
+    def complete(self) -> int:
+        return (self.left + self.n) // self.size
+
+    def grid(self, x: torch.Tensor) -> torch.Tensor:
+        """New-token values [B, n, ...] placed on the grid [B, S, c, ...] (zeros elsewhere)."""
+        pad = [0, 0] * (x.dim() - 2) + [self.left, self.stream.shape[1] - self.left - self.n]
+        return F.pad(x, pad).unflatten(1, (self.segments, self.size))
+
+    def crop(self, y: torch.Tensor) -> torch.Tensor:
+        """Grid values [B, S, c, ...] back to the new tokens [B, n, ...]."""
+        return y.flatten(1, 2)[:, self.left:self.left + self.n]
+
+    def segment_docs(self) -> torch.Tensor:
+        """Document of each complete segment (that of its last token) [B, complete]."""
+        return self.docs[:, self.size - 1::self.size][:, :self.complete]
+
+
+def make_grid(stream: torch.Tensor, docs: torch.Tensor, size: int, open_stream, open_docs) -> SegmentGrid:
+    left = 0 if open_stream is None else open_stream.shape[1]
+    if left:
+        stream, docs = torch.cat((open_stream, stream), 1), torch.cat((open_docs, docs), 1)
+    n = stream.shape[1] - left
+    pad = (-(left + n)) % size
+    return SegmentGrid(F.pad(stream, (0, 0, 0, pad)), F.pad(docs, (0, pad), value=NO_DOC), left, n, size)
+
+
+def carry_open_segment(grid: SegmentGrid, last_doc: torch.Tensor):
+    """The open (incomplete) segment's stream and rebased docs, for the next call."""
+    start, end = grid.complete * grid.size, grid.left + grid.n
+    if start == end:
+        return None, None
+    return grid.stream[:, start:end], grid.docs[:, start:end] - last_doc[:, None]
+
+
+class AttentionPool(nn.Module):
+    """Summary of each complete segment: softmax(w . x_t) weighted mean over its document's tokens."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.score = nn.Linear(d_model, 1, bias=False)
+
+    def forward(self, grid: SegmentGrid) -> torch.Tensor:
+        k, c = grid.complete, grid.size
+        x = grid.stream[:, :k * c].unflatten(1, (k, c))                     # [B, k, c, D]
+        same_doc = grid.docs[:, :k * c].unflatten(1, (k, c)) == grid.segment_docs()[..., None]
+        logits = self.score(x).squeeze(-1).float().masked_fill(~same_doc, float("-inf"))
+        weights = logits.softmax(-1).to(x.dtype)           # the last token is always of its own doc
+        return (weights[..., None] * x).sum(2)                               # [B, k, D]
+
+
+class MemoryState:
+    """GMG decoding state: keys/values of the last `slots` summaries and their (rebased) documents."""
+
+    def __init__(self):
+        self.keys = self.values = self.docs = None
+
+
+class GlobalMemoryGate(nn.Module):
+    """Tokens cross-attend to the FIFO of the last `slots` segment summaries; a gate mixes the read-out in."""
+
+    def __init__(self, d_model: int, head_dim: int, slots: int):
+        super().__init__()
+        self.heads, self.head_dim = max(1, d_model // head_dim), min(head_dim, d_model)
+        inner = self.heads * self.head_dim
+        self.slots = slots
+        self.pool = AttentionPool(d_model)
+        self.q = nn.Linear(d_model, inner, bias=False)
+        self.kv = nn.Linear(d_model, 2 * inner, bias=False)
+        self.out = nn.Linear(inner, d_model, bias=False)
+        self.gate = nn.Linear(2 * d_model, d_model)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, grid: SegmentGrid, last_doc: torch.Tensor,
+                state: MemoryState | None) -> torch.Tensor:
+        """x: the residual stream [B, n, D]; h: its normed form (queries); returns (1 - g) x + g r."""
+        B, m = x.shape[0], self.slots
+        summaries = self.pool(grid)
+        keys, values = self.kv(summaries).view(B, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        docs = grid.segment_docs()
+        if state is not None and state.keys is not None:
+            old_k, old_v, old_docs = state.keys, state.values, state.docs
+        else:  # empty slots
+            old_k = old_v = keys.new_zeros(B, self.heads, m, self.head_dim)
+            old_docs = torch.full((B, m), NO_DOC, dtype=docs.dtype, device=docs.device)
+        keys, values = torch.cat((old_k, keys), 2), torch.cat((old_v, values), 2)
+        docs = torch.cat((old_docs, docs), 1)
+        if state is not None:
+            state.keys, state.values, state.docs = keys[:, :, -m:], values[:, :, -m:], docs[:, -m:] - last_doc[:, None]
+
+        # Segment s reads slots [s, s + m) of the sequence (old slots, then this call's summaries):
+        # the m summaries before it.
+        S = grid.segments
+        key_win = keys.unfold(2, m, 1)[:, :, :S]                             # [B, H, S, dh, m]
+        value_win = values.unfold(2, m, 1)[:, :, :S]
+        doc_win = docs.unfold(1, m, 1)[:, :S]                                # [B, S, m]
+        q = grid.grid(self.q(h).view(B, -1, self.heads, self.head_dim)).permute(0, 3, 1, 2, 4)  # [B, H, S, c, dh]
+        visible = grid.grid(grid.docs[:, grid.left:grid.left + grid.n])[..., None] == doc_win[:, :, None, :]
+        scores = (q @ key_win).float() / math.sqrt(self.head_dim)           # [B, H, S, c, m]
+        scores = scores.masked_fill(~visible[:, None], torch.finfo(scores.dtype).min)
+        weights = torch.where(visible[:, None].any(-1, keepdim=True), scores.softmax(-1), 0.0).to(q.dtype)
+        read = weights @ value_win.transpose(-1, -2)                          # [B, H, S, c, dh]
+        r = self.out(grid.crop(read.permute(0, 2, 3, 1, 4)).flatten(-2))
+        g = torch.sigmoid(self.gate(torch.cat((x, r), -1)))
+        return (1 - g) * x + g * r
+
+
+class CompressionState:
+    """CCU decoding state: the GRU state after the last complete segment and its (rebased) document."""
+
+    def __init__(self):
+        self.hidden = self.doc = None
+
+
+class ContextCompression(nn.Module):
+    """A GRU over segment summaries (plus the layer below's GRU states); tokens read the state after
+    the previous segment, projected to the model width."""
+
+    def __init__(self, d_model: int, d_state: int):
+        super().__init__()
+        self.d_state = d_state
+        self.pool = AttentionPool(d_model)
+        self.cell = nn.GRUCell(d_model + d_state, d_state)
+        self.proj = nn.Linear(d_state, d_model, bias=False)
+
+    def forward(self, grid: SegmentGrid, below: torch.Tensor | None, last_doc: torch.Tensor,
+                state: CompressionState | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (per-token read-out [B, n, D], GRU state after each complete segment [B, k, d_state])."""
+        summaries, docs = self.pool(grid), grid.segment_docs()
+        B, k = summaries.shape[:2]
+        if below is None:
+            below = summaries.new_zeros(B, k, self.d_state)
+        if state is not None and state.hidden is not None:
+            hidden, doc = state.hidden, state.doc
+        else:
+            hidden, doc = summaries.new_zeros(B, self.d_state), torch.full((B,), NO_DOC, device=docs.device)
+        states, state_docs = [hidden], [doc]
+        inputs = torch.cat((summaries, below), -1)
+        for s in range(k):  # the recurrence over segments (L / c steps), not positions
+            kept = (docs[:, s] == doc)[:, None]
+            hidden = self.cell(inputs[:, s], torch.where(kept, hidden, 0.0))
+            doc = docs[:, s]
+            states.append(hidden)
+            state_docs.append(doc)
+        if state is not None:
+            state.hidden, state.doc = hidden, doc - last_doc
+        # Segment s of the grid reads the state after segment s - 1 (entry s of `states`).
+        seen = torch.stack(states[:grid.segments], 1)                        # [B, S, d_state]
+        seen_docs = torch.stack(state_docs[:grid.segments], 1)
+        token_docs = grid.grid(grid.docs[:, grid.left:grid.left + grid.n])    # [B, S, c]
+        read = torch.where((token_docs == seen_docs[..., None])[..., None], seen[:, :, None], 0.0)
+        return self.proj(grid.crop(read)), torch.stack(states[1:], 1) if k else summaries.new_zeros(B, 0, self.d_state)

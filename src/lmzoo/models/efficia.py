@@ -1,0 +1,179 @@
+"""`efficia-1`: windowed causal linear attention + global segment memory + GRU compression + fusion.
+
+    block (per layer):
+      lcp   = x + LCP(norm(x))                        causal linear attention in windows of `window`
+      h     = norm(lcp), cut into segments of `segment` tokens
+      gmg   = (1 - g) lcp + g r,  r = attend(h, FIFO of the last `memory_slots` segment summaries)
+      c     = proj(GRU state after the previous segment)   (GRU over summaries, fed the layer below's states)
+      fused = softmax(W [lcp; gmg; c]) . (lcp, gmg, c)     per token
+      x     = fused + SwiGLU(norm(fused))
+
+Everything is causal: the memory and the GRU lag one segment. Document ends (`eos_id`) reset
+the memory and the GRU. The decoding state (window sums, open segment, memory slots, GRU state)
+has a fixed size, so a stream of any length runs in constant memory and time per token.
+`memory=False` / `compression=False` drop GMG / CCU (ablations). See docs/architectures.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lmzoo.config import ModelConfig
+from lmzoo.errors import LmzooError
+from lmzoo.layers.linear_attention import LinearAttentionState, LocalLinearAttention
+from lmzoo.layers.mlp import SwiGLU
+from lmzoo.layers.norm import RMSNorm
+from lmzoo.layers.segment_memory import (
+    CompressionState,
+    ContextCompression,
+    GlobalMemoryGate,
+    MemoryState,
+    carry_open_segment,
+    make_grid,
+)
+from lmzoo.modeling import CausalLM, State
+from lmzoo.models.transformer import SIZES as DENSE_SIZES
+from lmzoo.registry import register
+
+HEAD_DIM = 64
+
+
+@dataclass
+class EfficiaConfig(ModelConfig):
+    d_ff: int = 256
+    window: int = 256          # LCP window (tokens); a multiple of 64, or <= 64, runs fastest
+    overlap: bool = False      # True: each window carries the previous one's sums (no restart)
+    segment: int = 64          # tokens per memory / compression segment
+    memory_slots: int = 128    # FIFO length of the global memory
+    compression_dim: int = 0   # GRU state width; 0 = d_model // 4
+    memory: bool = True        # GMG on (False: ablation)
+    compression: bool = True   # CCU on (False: ablation)
+    eos_id: int | None = None  # end-of-document token: resets memory and GRU; set from the dataset
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("window", "segment", "memory_slots", "d_ff"):
+            if getattr(self, name) < 1:
+                raise LmzooError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.compression_dim < 0:
+            raise LmzooError(f"compression_dim must be >= 0 (0 = d_model // 4), got {self.compression_dim}")
+
+    @property
+    def state_dim(self) -> int:
+        return self.compression_dim or max(1, self.d_model // 4)
+
+
+class EfficiaLayerState:
+    def __init__(self):
+        self.lcp = LinearAttentionState()
+        self.memory = MemoryState()
+        self.compression = CompressionState()
+        self.open_stream = self.open_docs = None  # normed inputs of the open segment
+
+
+class EfficiaBlock(nn.Module):
+    def __init__(self, config: EfficiaConfig):
+        super().__init__()
+        d = config.d_model
+        self.segment = config.segment
+        self.lcp_norm = RMSNorm(d, config.norm_eps)
+        self.lcp = LocalLinearAttention(d, HEAD_DIM, config.window, config.overlap)
+        streams = 1 + config.memory + config.compression
+        self.stream_norm = RMSNorm(d, config.norm_eps) if streams > 1 else None
+        self.gmg = GlobalMemoryGate(d, HEAD_DIM, config.memory_slots) if config.memory else None
+        self.ccu = ContextCompression(d, config.state_dim) if config.compression else None
+        self.fusion = nn.Linear(streams * d, streams) if streams > 1 else None
+        self.ffn_norm = RMSNorm(d, config.norm_eps)
+        self.ffn = SwiGLU(d, config.d_ff)
+
+    def forward(self, x, start: int, docs, last_doc, below, state: EfficiaLayerState | None):
+        lcp = x + self.lcp(self.lcp_norm(x), start, state.lcp if state is not None else None)
+        if self.fusion is None:
+            return lcp + self.ffn(self.ffn_norm(lcp)), None
+        h = self.stream_norm(lcp)
+        grid = make_grid(h, docs, self.segment, *((state.open_stream, state.open_docs) if state else (None, None)))
+        if state is not None:
+            state.open_stream, state.open_docs = carry_open_segment(grid, last_doc)
+        streams, updates, states = [lcp], [lcp - x], None
+        if self.gmg is not None:
+            gmg = self.gmg(lcp, h, grid, last_doc, state.memory if state else None)
+            streams.append(gmg)
+            updates.append(gmg - x)
+        if self.ccu is not None:
+            read, states = self.ccu(grid, below, last_doc, state.compression if state else None)
+            streams.append(read)
+            updates.append(read)
+        # The weights mix what each stream adds to x: mixing the streams themselves would scale
+        # the residual path by w_lcp + w_gmg < 1 in every block (see docs/architectures.md).
+        weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
+        fused = x + sum(w[..., None] * u for w, u in zip(weights.unbind(-1), updates))
+        return fused + self.ffn(self.ffn_norm(fused)), states
+
+
+def mixer_parameters(d: int, memory: bool = True, compression: bool = True) -> int:
+    """Parameters of one block without its FFN (for the presets; tested against the model)."""
+    dc = max(1, d // 4)
+    total = 4 * d * d + d                                              # LCP projections and norm
+    if memory:
+        total += 4 * d * d + d + 2 * d * d + d                         # q, kv, out, pool; gate
+    if compression:
+        total += d + 3 * dc * (d + dc) + 3 * dc * dc + 6 * dc + dc * d  # pool, GRU, proj
+    streams = 1 + memory + compression
+    if streams > 1:
+        total += streams * streams * d + streams + d                   # fusion, stream norm
+    return total + d                                                   # FFN norm
+
+
+def _presets() -> dict[str, dict]:
+    # Per layer the mixers cost ~10 d^2 against the baseline's ~3 d^2 of attention, so at the same
+    # width efficia-1 matches the baseline's parameters with fewer layers (and an adjusted d_ff).
+    presets = {}
+    for name, (d, n, _h, kv, ff) in DENSE_SIZES.items():
+        dense = n * (2 * d * d + 2 * d * kv * d // _h + 3 * d * ff + 2 * d)
+        layers = max(1, round(dense / (mixer_parameters(d) + 3 * d * ff)))
+        d_ff = (dense // layers - mixer_parameters(d)) // (3 * d) // 32 * 32
+        presets[name] = {"d_model": d, "n_layers": layers, "d_ff": max(32, d_ff)}
+    return presets
+
+
+@register("efficia-1", EfficiaConfig, _presets(),
+          "windowed causal linear attention + FIFO segment memory + GRU compression + gated fusion; "
+          "constant-memory streaming")
+class Efficia(CausalLM):
+    def __init__(self, config: EfficiaConfig):
+        super().__init__(config)
+        self.blocks = nn.ModuleList(EfficiaBlock(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.d_model, config.norm_eps)
+        self.init_weights()
+
+    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
+        return [EfficiaLayerState() for _ in self.blocks]
+
+    def init_state(self, batch_size: int = 1, device=None, capacity: int = 256) -> State:
+        state = super().init_state(batch_size, device, capacity)
+        state.after_eos = None  # whether the last token fed ended a document
+        return state
+
+    def documents(self, input_ids: torch.Tensor, state: State | None) -> torch.Tensor:
+        """Document id per token: end-of-document tokens before it (in this call), +1 if the
+        previous call ended on one. Stored ids are rebased so the current document is 0."""
+        if self.config.eos_id is None:
+            return torch.zeros_like(input_ids)
+        ends = (input_ids == self.config.eos_id).long()
+        docs = ends.cumsum(1) - ends
+        if state is not None:
+            if state.after_eos is not None:
+                docs = docs + state.after_eos[:, None]
+            state.after_eos = ends[:, -1]
+        return docs
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None):
+        start = state.position if state is not None else 0
+        docs = self.documents(input_ids, state)
+        last_doc = docs[:, -1]
+        x, below = self.embed(input_ids), None
+        for i, block in enumerate(self.blocks):
+            x, below = block(x, start, docs, last_doc, below, state.layers[i] if state is not None else None)
+        return self.norm(x), None, {}
