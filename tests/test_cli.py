@@ -1,5 +1,6 @@
 """The `lmzoo` command end to end, in a temp dir: prepare, train, resume, generate, eval."""
 import json
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,25 @@ def test_generate_and_eval(trained, corpus, capsys):
     assert result["bpb"] > 0 and result["tokens"] > 0
 
 
+def test_generate_with_context_file(trained, corpus, capsys):
+    text = "".join(f"Zeile {i}: Grüße vom Fuchs.\n" for i in range(40))
+    (corpus / "context.txt").write_text(text, encoding="utf-8")
+    assert lmzoo("generate", trained, "--context-file", corpus / "context.txt", "--chunk-size", 100,
+                 "--prompt", "Zeile", "--max-new-tokens", 10, "--seed", 0, "--no-stream") == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("Zeile") and len(out.out.rstrip("\n")) > len("Zeile")
+    n = len(text.encode())  # the run's tokenizer is bytes
+    assert re.search(rf"fed {n:,} context tokens in [\d.]+ s \([\d,]+ tokens/s\).*peak RSS [\d,]+ MB", out.err)
+    assert "memory grows with the context" in out.err  # a transformer without a window: full KV cache
+    # Without --prompt the file itself is continued (streamed).
+    assert lmzoo("generate", trained, "--context-file", corpus / "context.txt", "--max-new-tokens", 5,
+                 "--temperature", 0) == 0
+    out = capsys.readouterr()
+    assert "context tokens" in out.err and out.out.endswith("\n")
+    assert lmzoo("generate", trained, "--context-file", corpus / "missing.txt") == 2
+    assert "context file not found" in capsys.readouterr().err
+
+
 def test_list_and_info(capsys):
     assert lmzoo("list") == 0
     assert "complexity" in capsys.readouterr().out
@@ -60,6 +80,8 @@ def test_list_and_info(capsys):
 
 @pytest.mark.parametrize("args,needle", [
     (["generate", "/nonexistent/model"], "no model directory"),
+    (["generate", "/nonexistent/model", "--context-file", "x.txt", "--prompt", "a", "--prompt", "b"],
+     "at most one --prompt"),
     (["info", "transfomer"], "unknown architecture"),
     (["data", "prepare", "/nonexistent.txt", "--out", "/tmp/x"], "nonexistent"),
     (["train", "--data", "/nonexistent", "--out", "/tmp/x"], "nonexistent"),

@@ -75,6 +75,18 @@ def test_rope_scores_depend_only_on_relative_position():
     assert torch.allclose(s1, s2, atol=1e-5)
 
 
+
+def test_rope_beyond_the_cached_positions_is_computed_and_the_cache_stays_bounded():
+    rope = RotaryEmbedding(8)
+    rope.CACHE_LIMIT = 32
+    x = torch.randn(1, 2, 10, 8)
+    within = RotaryEmbedding(8)(x, start=30)  # a table long enough for every position
+    torch.testing.assert_close(rope(x, start=30), within, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rope.rotate_at(x[0].transpose(0, 1), torch.arange(30, 40), 40),
+                               within[0].transpose(0, 1), atol=1e-6, rtol=1e-6)
+    rope(x), rope(x, start=10_000)
+    assert rope._cos.shape[0] == 32
+
 def test_grouped_matmul_matches_loop_forward_and_backward():
     torch.manual_seed(0)
     x = torch.randn(50, 16, requires_grad=True)

@@ -5,8 +5,11 @@ no architecture recomputes the prefix.
 """
 from __future__ import annotations
 
+import codecs
+import re
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import torch
 
@@ -59,23 +62,32 @@ def _check_options(temperature: float, top_k, top_p, repetition_penalty: float, 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
              eos_token_id: int | None = None, stop: Callable[[torch.Tensor], bool] | None = None,
-             streamer=None, seed: int | None = None, state=None) -> torch.Tensor:
+             streamer=None, seed: int | None = None, state=None, logits: torch.Tensor | None = None) -> torch.Tensor:
     """Continue `input_ids` [B, L] (all prompts the same length) by up to max_new_tokens.
 
     Samples that emit `eos_token_id` stop (later positions are filled with it); `stop(ids)`
     may end generation early (used for stop strings). `streamer.put(ids[B])` receives each
     new step's tokens, `streamer.end()` the end. Passing `state` continues from a context
-    that was already fed (long-context streaming). Returns prompt + generated ids.
+    that was already fed (long-context streaming, see `feed`); with that context's last
+    `logits` [B, V] too, `input_ids` may be empty ([B, 0]) to continue the context itself.
+    Returns prompt + generated ids.
     """
     _check_options(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
-    input_ids = model.check_input_ids(input_ids)
+    if logits is not None and isinstance(input_ids, torch.Tensor) and input_ids.numel() == 0:
+        if state is None:
+            raise LmzooError("logits without a state: pass the state that feed() returned with its logits")
+        device = model.embed.weight.device
+        input_ids, logits = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=device), logits.to(device)
+    else:
+        input_ids, logits = model.check_input_ids(input_ids), None
     was_training = model.training
     model.eval()
     batch, device = input_ids.shape[0], input_ids.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     if state is None:
         state = model.init_state(batch, device, capacity=input_ids.shape[1] + max_new_tokens)
-    logits = model(input_ids, state=state, logits_to_keep=1).logits[:, -1]
+    if logits is None:
+        logits = model(input_ids, state=state, logits_to_keep=1).logits[:, -1]
     seen = torch.zeros(batch, model.config.vocab_size, dtype=torch.bool, device=device)
     seen.scatter_(1, input_ids, True)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -135,15 +147,27 @@ def _cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 
 
 def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens: int = 128,
-                  stop_strings: Sequence[str] = (), stream: bool = False, **options) -> list[str]:
+                  stop_strings: Sequence[str] = (), stream: bool = False, state=None,
+                  logits: torch.Tensor | None = None, **options) -> list[str]:
     """Generate continuations for text prompts of any lengths; returns the new text of each.
 
     Prompts are grouped by token length and each group runs as one batch (architectures with
     recurrent state cannot skip padding, so equal lengths keep every sample exact).
+
+    With the `state` (and last `logits`) that `feed` returned, the single prompt continues that
+    context: its text follows the fed tokens, and an empty prompt continues the context itself.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     device = next(model.parameters()).device
-    encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
+    if state is None:
+        encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
+    elif len(prompts) != 1:
+        raise LmzooError(f"a fed context continues one prompt, got {len(prompts)}; generate once per prompt")
+    else:
+        encoded = [tokenizer.encode(prompts[0])]
+        if not encoded[0] and logits is None:
+            raise LmzooError("an empty prompt after a fed context needs the context's last logits; "
+                             "pass logits= as returned by feed()")
     results: list[str | None] = [None] * len(prompts)
     groups: dict[int, list[int]] = {}
     for i, ids in enumerate(encoded):
@@ -153,7 +177,165 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
         ids = torch.tensor([encoded[i] for i in members], dtype=torch.long, device=device)
         streamer = TextStreamer(tokenizer) if stream and len(prompts) == 1 else None
         stop = _stop_on_strings(tokenizer, length, stop_strings) if stop_strings else None
-        out = generate(model, ids, max_new_tokens, stop=stop, streamer=streamer, **options)
+        out = generate(model, ids, max_new_tokens, stop=stop, streamer=streamer, state=state, logits=logits,
+                       **options)
         for row, i in zip(out, members):
             results[i] = _cut_at_stop(tokenizer.decode(row[length:].tolist()), stop_strings)
     return results
+
+
+# ---- long contexts --------------------------------------------------------------------------
+def feed(model, ids: Iterable[torch.Tensor] | torch.Tensor, state=None, chunk_size: int = 4096,
+         progress: Callable[[int], None] | None = None):
+    """Run token ids through the model in chunks of at most `chunk_size`; return (state, logits).
+
+    `ids` is one tensor ([L] or [B, L]) or an iterable of such tensors (e.g.
+    `iter_file_token_chunks`), so a huge text never has to be one tensor; the pieces are
+    concatenated into the chunks. `state` continues an earlier context (default: a new one).
+    `progress(n)` is called after each chunk with the tokens fed so far. The logits [B, V] are
+    those of the last position: pass both to `generate`/`generate_text` to continue. Memory
+    stays flat only where the architecture's state has a constant size (`state_nbytes`).
+    """
+    if chunk_size < 1:
+        raise LmzooError(f"chunk_size must be >= 1, got {chunk_size}")
+    device = model.embed.weight.device
+    was_training = model.training
+    model.eval()
+    fed, logits = 0, None
+    try:
+        # no_grad, not inference_mode: modules cache tensors on the way (RoPE tables), and
+        # inference tensors among them would break a later forward with gradients (training).
+        with torch.no_grad():
+            for chunk in _chunks(ids, chunk_size):
+                if state is None:
+                    state = model.init_state(chunk.shape[0], device, capacity=chunk_size)
+                logits = model(chunk.to(device), state=state, logits_to_keep=1).logits[:, -1]
+                fed += chunk.shape[1]
+                if progress is not None:
+                    progress(fed)
+    finally:
+        model.train(was_training)
+    if logits is None:
+        raise LmzooError("nothing to feed: the ids hold no tokens; pass at least one token")
+    return state, logits
+
+
+def _as_batch(piece) -> torch.Tensor:
+    if not isinstance(piece, torch.Tensor):
+        raise LmzooError(f"feed() takes a tensor of token ids or an iterable of them, got {type(piece).__name__}")
+    if piece.dim() not in (1, 2):
+        raise LmzooError(f"token ids must be [length] or [batch, length], got shape {tuple(piece.shape)}")
+    return piece if piece.dim() == 2 else piece[None]
+
+
+def _chunks(ids, chunk_size: int) -> Iterator[torch.Tensor]:
+    """[B, <= chunk_size] slices of the pieces in order, full-sized except the last."""
+    pending: list[torch.Tensor] = []
+    count = 0
+    for piece in [ids] if isinstance(ids, torch.Tensor) else ids:
+        piece = _as_batch(piece)
+        if pending and piece.shape[0] != pending[0].shape[0]:
+            raise LmzooError(f"all pieces must have the same batch size, got {pending[0].shape[0]} and "
+                             f"{piece.shape[0]}")
+        pending.append(piece)
+        count += piece.shape[1]
+        if count < chunk_size:
+            continue
+        joined = torch.cat(pending, dim=1) if len(pending) > 1 else pending[0]
+        full = count - count % chunk_size
+        for start in range(0, full, chunk_size):
+            yield joined[:, start:start + chunk_size]
+        pending, count = ([joined[:, full:]] if full < count else []), count - full
+    if count:
+        yield torch.cat(pending, dim=1)
+
+
+# The last whitespace character followed by a non-space one: a word starts after it. The greedy
+# `.*` scans from the end, so finding it costs the length of the last word, not of the text.
+_LAST_WORD_START = re.compile(r".*\s(?=\S)", re.DOTALL)
+
+
+def _safe_cut(text: str, start: int) -> int:
+    """Where to cut `text` so that no token spans the cut (0: no safe place at or after `start`).
+
+    Before the whitespace that leads a word (BPE attaches one leading space to the word), but
+    after a newline (BPE keeps newlines with what precedes them)."""
+    m = _LAST_WORD_START.match(text, start)
+    if m is None:
+        return 0
+    ws = m.end() - 1
+    return ws + 1 if text[ws] in "\r\n" else ws
+
+
+def iter_file_token_chunks(path, tokenizer, chunk_chars: int = 1 << 20) -> Iterator[torch.Tensor]:
+    """Token ids of a UTF-8 text file as 1-D LongTensors, reading about `chunk_chars` bytes at a time.
+
+    Each piece is cut at the start of its last word (a line break or a space before a word) and
+    the rest carried over, so subword tokenizers see every word whole: the ids equal
+    `tokenizer.encode(text)` of the whole file (exactly for the bytes, characters, syllable and
+    BPE tokenizers). A leading byte-order mark is dropped. Feed the result with `feed`.
+    A missing, empty or directory path raises LmzooError here; bad bytes while iterating.
+    """
+    path = Path(path)
+    if chunk_chars < 1:
+        raise LmzooError(f"chunk_chars must be >= 1, got {chunk_chars}")
+    if path.is_dir():
+        raise LmzooError(f"{path} is a directory; pass a UTF-8 text file")
+    if not path.is_file():
+        raise LmzooError(f"context file not found: {path}; check the path")
+    if path.stat().st_size == 0:
+        raise LmzooError(f"{path} is empty; pass a file with text")
+    return _file_token_chunks(path, tokenizer, chunk_chars)
+
+
+def _file_token_chunks(path: Path, tokenizer, chunk_chars: int) -> Iterator[torch.Tensor]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, carry, found = 0, "", False  # offset: bytes handed to the decoder so far
+    with path.open("rb") as f:
+        while True:
+            data = f.read(chunk_chars)
+            buffered = len(decoder.getstate()[0])  # bytes of a character split across reads
+            try:
+                text = carry + decoder.decode(data, final=not data)
+            except UnicodeDecodeError as err:
+                raise LmzooError(f"{path} is not UTF-8 text (invalid byte at offset {offset - buffered + err.start}); "
+                                 "convert it, e.g. iconv -f latin1 -t utf-8") from None
+            if offset == 0:
+                text = text.removeprefix("\ufeff")  # a byte-order mark is not content
+            offset += len(data)
+            # Without a safe cut the text is carried on, unless it grew far past a piece.
+            cut = len(text) if not data else _safe_cut(text, max(len(carry) - 1, 0))
+            if not cut and len(text) > 8 * chunk_chars:
+                cut = len(text)
+            carry = text[cut:]
+            ids = tokenizer.encode(text[:cut]) if cut else []
+            if ids:
+                found = True
+                yield torch.tensor(ids, dtype=torch.long)
+            if not data:
+                break
+    if not found:
+        raise LmzooError(f"{path} holds no text (no tokens); pass a file with text")
+
+
+def state_nbytes(state) -> int:
+    """Bytes of every tensor a decoding state holds (walks state.layers: attributes, lists,
+    tuples, dicts). Compare it over a stream to see whether the state grows with the context."""
+    seen: set[int] = set()
+
+    def walk(obj) -> int:
+        if obj is None or isinstance(obj, (bool, int, float, str, bytes)) or id(obj) in seen:
+            return 0
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, dict):
+            return sum(walk(v) for v in obj.values())
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return sum(walk(v) for v in obj)
+        fields = dict(getattr(obj, "__dict__", {}))
+        for name in getattr(type(obj), "__slots__", ()):
+            fields[name] = getattr(obj, name, None)
+        return sum(walk(v) for v in fields.values())
+
+    return walk(state.layers if hasattr(state, "layers") else state)

@@ -31,6 +31,12 @@ def register(verbs) -> None:
                    "run's --out directory for its newest checkpoint)")
     p.add_argument("--prompt", action="append", default=None,
                    help="prompt text; repeat for a batch of prompts (default: read stdin)")
+    p.add_argument("--context-file", default=None, metavar="FILE",
+                   help="UTF-8 text fed through the model in chunks before the prompt (long contexts; memory "
+                        "stays flat for architectures with a constant-size state); the prompt, optional here, "
+                        "follows the file's text")
+    p.add_argument("--chunk-size", type=int, default=4096,
+                   help="--context-file: tokens per forward pass while feeding (default: 4096)")
     add_sampling_arguments(p)
     p.add_argument("--no-stream", action="store_true", help="print the result at the end instead of streaming")
     p.set_defaults(run=run_generate)
@@ -119,6 +125,8 @@ def sampling_options(args) -> dict:
 def run_generate(args) -> None:
     from lmzoo.generation import generate_text
 
+    if args.context_file is not None:
+        return run_generate_with_context(args)
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
     stream = not args.no_stream and len(prompts) == 1
@@ -130,6 +138,68 @@ def run_generate(args) -> None:
             print(prompt + text)
             if len(prompts) > 1:
                 print("-" * 40)
+
+
+def run_generate_with_context(args) -> None:
+    """Feed --context-file in chunks, report speed and memory on stderr, then continue it."""
+    import time
+
+    from tqdm import tqdm
+
+    from lmzoo.generation import feed, generate_text, iter_file_token_chunks, state_nbytes
+
+    if args.prompt is not None and len(args.prompt) > 1:
+        raise LmzooError(f"--context-file continues one text: pass at most one --prompt, got {len(args.prompt)}")
+    if args.chunk_size < 1:
+        raise LmzooError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    prompt = args.prompt[0] if args.prompt else ""
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    state = model.init_state(1, capacity=args.chunk_size)
+    sizes: list[int] = []  # the state's bytes after the first and after the latest chunk
+    bar = tqdm(desc="context", unit="tok", unit_scale=True, dynamic_ncols=True, disable=None)  # None: terminal only
+
+    def progress(fed: int) -> None:
+        bar.update(fed - bar.n)
+        if len(sizes) == 2:
+            sizes.pop()
+        sizes.append(state_nbytes(state))
+
+    started = time.perf_counter()
+    try:
+        state, logits = feed(model, iter_file_token_chunks(args.context_file, tok), state=state,
+                             chunk_size=args.chunk_size, progress=progress)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({state.position / max(seconds, 1e-9):,.0f} "
+          f"tokens/s); state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
+    if sizes[-1] > sizes[0]:
+        arch = getattr(model.config, "arch", type(model).__name__)
+        print(f"lmzoo: note: the {arch} state grew from {sizes[0] / 2**20:.1f} to {sizes[-1] / 2**20:.1f} MB while "
+              "feeding: memory grows with the context for this architecture (constant-size state: efficia-1, "
+              "spike-transformer, spike-walze, transformer with a window)", file=sys.stderr)
+    stream = not args.no_stream
+    if stream:
+        sys.stdout.write(prompt)
+    text = generate_text(model, tok, prompt, stream=stream, state=state, logits=logits, **sampling_options(args))[0]
+    if not stream:
+        print(prompt + text)
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark in MB (Linux VmHWM, else ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import resource
+    except ImportError:  # Windows
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def run_chat(args) -> None:

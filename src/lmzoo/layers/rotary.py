@@ -6,9 +6,12 @@ from torch import nn
 class RotaryEmbedding(nn.Module):
     """Rotates the two halves of each head dim by position-dependent angles.
 
-    cos/sin tables are cached and grown on demand, so any absolute start position works
-    (decoding continues at `start = tokens already seen`).
+    cos/sin tables are cached for the first CACHE_LIMIT positions; later positions (a long
+    stream fed through a constant-size state) are computed on the fly, so memory stays flat
+    at any absolute start (decoding continues at `start = tokens already seen`).
     """
+
+    CACHE_LIMIT = 16384
 
     def __init__(self, head_dim: int, theta: float = 10000.0):
         super().__init__()
@@ -19,29 +22,39 @@ class RotaryEmbedding(nn.Module):
         self._cos: torch.Tensor | None = None
         self._sin: torch.Tensor | None = None
 
+    def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = torch.outer(positions.to(torch.float64), self.inv_freq.to(positions.device, torch.float64))
+        # Full-width tables with the sign folded into sin: x*cos + swap_halves(x)*sin.
+        return (torch.cat((angles.cos(), angles.cos()), -1).float(),
+                torch.cat((-angles.sin(), angles.sin()), -1).float())
+
     def _tables(self, end: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
-            length = max(end, 2 * (0 if self._cos is None else self._cos.shape[0]), 256)
-            t = torch.arange(length, device=device, dtype=torch.float64)
-            angles = torch.outer(t, self.inv_freq.to(device, torch.float64))
-            # Full-width tables with the sign folded into sin: x*cos + swap_halves(x)*sin.
-            self._cos = torch.cat((angles.cos(), angles.cos()), -1).float()
-            self._sin = torch.cat((-angles.sin(), angles.sin()), -1).float()
+            length = min(max(end, 2 * (0 if self._cos is None else self._cos.shape[0]), 256), self.CACHE_LIMIT)
+            self._cos, self._sin = self._angles(torch.arange(length, device=device))
         return self._cos, self._sin
+
+    def _at(self, positions: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if end > self.CACHE_LIMIT:
+            return self._angles(positions)
+        cos, sin = self._tables(end, positions.device)
+        return cos[positions], sin[positions]
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos.to(x.dtype) + torch.cat((x2, x1), dim=-1) * sin.to(x.dtype)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x: [B, H, L, Dh] -> same shape, rotated for positions start..start+L-1."""
         length = x.shape[-2]
-        cos, sin = self._tables(start + length, x.device)
-        cos = cos[start:start + length].to(x.dtype)
-        sin = sin[start:start + length].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((x2, x1), dim=-1) * sin
+        if start + length > self.CACHE_LIMIT:
+            cos, sin = self._angles(torch.arange(start, start + length, device=x.device))
+        else:
+            cos, sin = self._tables(start + length, x.device)
+            cos, sin = cos[start:start + length], sin[start:start + length]
+        return self._rotate(x, cos, sin)
 
     def rotate_at(self, x: torch.Tensor, positions: torch.Tensor, end: int) -> torch.Tensor:
         """x: [N, H, Dh] rows at absolute `positions` [N], all < `end` (gathered tokens) -> rotated."""
-        cos, sin = self._tables(end, x.device)
-        cos = cos[positions].unsqueeze(1).to(x.dtype)
-        sin = sin[positions].unsqueeze(1).to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((x2, x1), dim=-1) * sin
+        cos, sin = self._at(positions, end)
+        return self._rotate(x, cos.unsqueeze(1), sin.unsqueeze(1))
