@@ -5,7 +5,8 @@
       h     = norm(lcp), cut into segments of `segment` tokens
       gmg   = (1 - g) lcp + g r,  r = attend(h, FIFO of the last `memory_slots` segment summaries)
       c     = proj(GRU state after the previous segment)   (GRU over summaries, fed the layer below's states)
-      fused = softmax(W [lcp; gmg; c]) . (lcp, gmg, c)     per token
+      w     = softmax(W [lcp; gmg; c])                     per token
+      fused = x + w . (lcp - x, gmg - x, c)               the streams' updates, so x passes at weight 1
       x     = fused + SwiGLU(norm(fused))
 
 Everything is causal: the memory and the GRU lag one segment. Document ends (`eos_id`) reset
