@@ -223,7 +223,46 @@ CLAIMS = [
           "python benchmarks/spectral.py", "spectral", judge_spectral_shares),
     Claim("P5", "SpectralLLM", "spectral embeddings ~100x compute overhead", "embedding time vs table lookup",
           "python benchmarks/spectral.py", "spectral", judge_embedding_cost),
+    Claim("E1", "EFFICIA-1", "O(n) time, less memory than attention",
+          "fwd+bwd time and memory, decode time and state size vs L (512..32k) against the transformer",
+          "python benchmarks/long_context.py --scaling", "long-context-scaling", judge_long_context_cost),
+    Claim("E2", "EFFICIA-1", "global memory retrieves distant context",
+          "associative recall across segments, trained from one seed; ablations without GMG / CCU",
+          "python benchmarks/long_context.py --recall", "long-context-recall", judge_recall),
 ]
+
+
+def judge_long_context_cost(data: dict) -> tuple[str, str]:
+    s = data["scaling"]
+    fits, ratio = s["exponents"], s["ratios"]
+    ours, base = fits["efficia-1"], fits["transformer"]
+    longest = max(ratio["train_s"], key=int)
+    figure = (f"fwd+bwd time ~ L^{ours['train_s']:.2f} (transformer L^{base['train_s']:.2f}); at L={longest} "
+              f"{ratio['train_s'][longest]:.2f}x the transformer's time and "
+              f"{ratio['train_increase_mb'][longest]:.2f}x its training-memory increase; decoding state "
+              f"~ L^{ours['state_mb']:.2f} (transformer L^{base['state_mb']:.2f}), "
+              f"{ratio['state_mb'][max(ratio['state_mb'], key=int)]:.3f}x its size at the longest context")
+    linear = ours["train_s"] <= 1.15 and ours["state_mb"] <= 0.05
+    less_memory = ratio["train_increase_mb"][longest] < 1
+    if linear and less_memory:
+        return figure, "holds"
+    return figure, ("partly: linear time and constant decoding memory, but more training memory than attention"
+                    if linear else "does not hold")
+
+
+def judge_recall(data: dict) -> tuple[str, str]:
+    r = data["recall"]
+    far = [d for d in r["distances"] if d >= r["window"]]
+    mean = {run["variant"]: sum(x["accuracy"] for x in run["scores"] if x["gap"] in far) / len(far)
+            for run in r["runs"]}
+    figure = (f"value accuracy beyond the LCP window (D >= {r['window']}): "
+              + ", ".join(f"{v} {a:.2f}" for v, a in mean.items()) + f"; chance {r['chance']:.2f}")
+    full, ablated = mean.get("efficia-1", 0.0), mean.get("efficia-1-no-memory", 0.0)
+    if full >= 2 * r["chance"] and full - ablated >= 0.1:
+        return figure, "holds"
+    if max(mean.values()) < 2 * r["chance"]:
+        return figure, "not measurable at this training budget (no variant, the transformer included, learned recall)"
+    return figure, "does not hold at this scale"
 
 
 def row(claim: Claim) -> list[str]:

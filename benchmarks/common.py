@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import gc
 import json
+import math
 import os
 import platform
 import re
@@ -99,13 +100,14 @@ def stopwatch(fn: Callable[[], Any], device: str) -> float:
 
 
 def cpu_seconds() -> tuple[float, float]:
-    """(CPU seconds the whole machine has been busy, CPU seconds this process used); zeros off Linux."""
+    """(CPU seconds the whole machine has been busy, CPU seconds this process and its finished children
+    used); zeros off Linux. The children count as our own work: a run may be a fresh process."""
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         machine = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         busy = sum(machine) - machine[3] - machine[4]  # everything but idle and iowait
         own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return busy / ticks, (int(own[11]) + int(own[12])) / ticks  # utime + stime
+        return busy / ticks, sum(int(x) for x in own[11:15]) / ticks  # utime + stime + cutime + cstime
     except (OSError, ValueError, IndexError):
         return 0.0, 0.0
 
@@ -165,6 +167,13 @@ def interleaved_timings(runs: dict[str, Callable[[], float]], warmup: int, repea
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def fitted_exponent(lengths: list[float], values: list[float]) -> float:
+    """Least-squares slope of log(value) against log(length): 1 = linear, 2 = quadratic."""
+    xs, ys = [math.log(n) for n in lengths], [math.log(v) for v in values]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
 
 
 # ---- memory ---------------------------------------------------------------------------------

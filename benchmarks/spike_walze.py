@@ -16,7 +16,6 @@ difficulty? Three measurements, each its own section of docs/benchmarks.md:
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 from pathlib import Path
 
@@ -111,11 +110,7 @@ def measure_rates(args) -> dict:
 
 
 # ---- sequence-length scaling ---------------------------------------------------------------------
-def fitted_exponent(lengths: list[int], seconds: list[float]) -> float:
-    """Least-squares slope of log(time) against log(L)."""
-    xs, ys = [math.log(n) for n in lengths], [math.log(s) for s in seconds]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+fitted_exponent = common.fitted_exponent  # log-log slope, shared with long_context.py
 
 
 def measure_scaling(args) -> dict:

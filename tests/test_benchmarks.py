@@ -26,7 +26,7 @@ def common():
     return load("common")
 
 
-TINY = dict(d_model=32, n_layers=2, d_ff=64)  # keys every architecture has
+TINY = {"d_model": 32, "n_layers": 2, "d_ff": 64}  # keys every architecture has
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_peak_memory_of_a_training_step_in_a_fresh_process(throughput, one_threa
 
 
 def test_cli_parses_quick(throughput):
-    settings, args = throughput.parse_args(["--archs", "transformer", "--quick", "--threads", "2"])
+    settings, _ = throughput.parse_args(["--archs", "transformer", "--quick", "--threads", "2"])
     assert settings.repeats == 1 and settings.archs == ["transformer"] and settings.threads == 2
     assert settings.dtype == "fp32" and settings.contexts == [128, 1024]
 
@@ -190,3 +190,180 @@ def test_results_hold_no_machine_paths(common):
     assert common.repo_path("/elsewhere/x") == "/elsewhere/x"
     for path in common.RESULTS_DIR.glob("*.json"):
         assert str(common.ROOT) not in path.read_text(), path.name
+
+
+# ---- long_context.py (claims E1/E2) ----------------------------------------------------------------
+SMALL = "transformer:d_model=32,n_layers=2,d_ff=64"  # a row spec with config overrides
+
+
+@pytest.fixture(scope="module")
+def long_context():
+    return load("long_context")
+
+
+def test_long_context_row_names(long_context):
+    assert long_context.parse_spec("transformer-window256") == ("transformer", {"window": 256})
+    assert long_context.parse_spec(SMALL) == ("transformer", {"d_model": 32, "n_layers": 2, "d_ff": 64})
+    assert long_context.parse_spec("transformer:qk_norm=true,window=none") == ("transformer",
+                                                                              {"qk_norm": True, "window": None})
+    for bad in ("no-such-arch", "no-such-arch-window8", "transformer:nonsense=1"):
+        with pytest.raises(SystemExit) as error:
+            long_context.parse_spec(bad)
+        assert "\n" not in str(error.value) and str(error.value).startswith("error:")
+    registered = __import__("lmzoo").list_architectures()
+    rows = long_context.default_scaling_rows()
+    assert ("efficia-1" in rows) == ("efficia-1" in registered)
+    assert rows[rows.index("transformer"):][:2] == ["transformer", "transformer-window256"]
+    assert set(rows) >= {a for a in ("spike-walze", "spike-transformer", "spectral-llm") if a in registered}
+    if "efficia-1" not in registered:
+        with pytest.raises(SystemExit):
+            long_context.main(["--recall", "--variants", "efficia-1", "--no-write"])
+
+
+def test_long_context_budget_extrapolates_and_skips(long_context, common):
+    assert common.fitted_exponent([1, 2, 4], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+    assert long_context.extrapolate([(100, 1.0), (200, 4.0)], 400) == pytest.approx(16.0)
+    assert long_context.extrapolate([(100, 1.0), (200, 1.0)], 400) == pytest.approx(2.0)  # at least linear
+    assert long_context.extrapolate([(100, 1.0)], 200) == pytest.approx(4.0)  # one point: assume quadratic
+    budget = long_context.Budget(max_seconds=10, max_memory_mb=1000)
+    budget.record("a", "train", 100, 1.0, 200.0, 10.0)
+    budget.record("a", "train", 200, 4.0, 200.0, 40.0)
+    assert budget.skip_reason("a", "train", 200, {}) is None
+    assert "budget 10 s" in budget.skip_reason("a", "train", 400, {})
+    budget.max_seconds = 1e9
+    assert "peak RSS" in budget.skip_reason("a", "train", 3200, {})
+    assert budget.skip_reason("a", "train", 400, {("a", "train"): "killed"}) == "killed"
+
+
+def test_long_context_state_size(long_context, one_thread):
+    import torch
+
+    import lmzoo
+
+    sizes = {}
+    for name, overrides in (("full", {}), ("window", {"window": 8})):
+        model = lmzoo.create_model("transformer", "nano", **TINY, **overrides).eval()
+        for length in (16, 64):
+            state = model.init_state(1, capacity=length)
+            with torch.inference_mode():
+                model(torch.zeros(1, length, dtype=torch.long), state=state)
+            sizes[name, length] = long_context._own_state_nbytes(state)
+            assert long_context.state_nbytes(state) == pytest.approx(sizes[name, length], rel=0.5)
+    assert sizes["full", 64] == 4 * sizes["full", 16] > 0  # KV cache: 2 layers x (k, v) x L x kv_dim floats
+    assert sizes["window", 64] == sizes["window", 16] > 0  # ring buffer: constant
+
+
+def test_long_context_scaling_orchestration(long_context, monkeypatch, one_thread):
+    # The probes in this process (fast); the fresh-process path is the slow test below.
+    calls = []
+
+    def fresh(function, kwargs, timeout):
+        calls.append((function, kwargs["overrides"].get("window"), kwargs["length"]))
+        if kwargs["overrides"].get("window") == 4 and function == "train_probe" and kwargs["length"] == 32:
+            return {"failed": "subprocess failed: killed"}
+        return getattr(long_context, function)(**kwargs)
+
+    monkeypatch.setattr(long_context, "_fresh", fresh)
+    args = long_context.parse_args(["--scaling", "--archs", SMALL, f"{SMALL},window=4", "--size", "nano",
+                                    "--lengths", "16", "32", "64", "--repeats", "1", "--new-tokens", "2",
+                                    "--chunk", "16", "--threads", str(one_thread), "--no-write",
+                                    "--compare", f"{SMALL},window=4", SMALL])
+    rows = [SMALL, f"{SMALL},window=4"]
+    s = long_context.measure_scaling(args, rows)
+    full, windowed = (s["rows"][row]["cells"] for row in rows)
+    for n in ("16", "32", "64"):
+        assert full[n]["train"]["median_s"] > 0 and full[n]["train"]["peak_rss_mb"] > 0
+        assert full[n]["decode"]["state_bytes"] > 0 and full[n]["decode"]["per_token_s"] > 0
+    assert windowed["32"]["train"] == {"skipped": "subprocess failed: killed"}  # recorded, not dropped
+    assert windowed["64"]["train"]["skipped"] == "subprocess failed: killed"  # and never retried
+    assert ("train_probe", 4, 64) not in calls and windowed["64"]["decode"]["state_bytes"] > 0
+    assert s["exponents"][rows[0]]["state_mb"] == pytest.approx(1.0, abs=0.1)  # KV cache grows with L
+    assert s["exponents"][rows[1]]["state_mb"] == pytest.approx(0.0, abs=0.05)  # a window's does not
+    assert set(s["ratios"]["train_s"]) == {"16"}
+
+    base = {"command": "cmd", "date": "today", "machine": {}, "threads": 1}
+    markdown = long_context.render_scaling({**base, "scaling": s})
+    assert long_context.SKIP in markdown and "Not measured:" in markdown and "subprocess failed: killed" in markdown
+    assert "exponent" in markdown and f"`{rows[1]}` / `{rows[0]}`" in markdown
+
+    args.max_seconds = 1e-9  # nothing fits after the first length: skipped with the reason, not dropped
+    s = long_context.measure_scaling(args, rows[:1])
+    cells = s["rows"][rows[0]]["cells"]
+    assert "median_s" in cells["16"]["train"] and "budget" in cells["32"]["train"]["skipped"]
+    assert "budget" in cells["64"]["decode"]["skipped"]
+
+
+@pytest.mark.slow
+def test_long_context_scaling_in_fresh_processes(long_context, one_thread):
+    data = long_context.main(["--scaling", "--archs", SMALL, "--size", "nano", "--lengths", "16", "32",
+                              "--repeats", "1", "--new-tokens", "2", "--chunk", "16", "--threads", str(one_thread),
+                              "--no-write"])
+    cells = data["scaling"]["scaling"]["rows"][SMALL]["cells"]
+    assert cells["32"]["train"]["peak_rss_mb"] > cells["32"]["train"]["increase_mb"] >= 0
+    assert cells["32"]["decode"]["state_bytes"] > cells["16"]["decode"]["state_bytes"] > 0
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_long_context_recall_data(long_context, shared):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    seq_len, task = 96, long_context.RecallTask(pairs=5, queries=3, shared_values=shared)
+    top = task.max_gap(seq_len)
+    for gap in (0, 17, top):
+        ids, positions = long_context.recall_sequence(rng, seq_len, gap, task)
+        ids = ids.tolist()
+        assert len(ids) == seq_len and len(positions) == task.queries
+        start, end, ask = ids.index(ord("[")), ids.index(ord("]")), ids.index(ord("?"))
+        assert ask - end - 1 == gap  # the distance is exact
+        written = dict(zip(ids[start + 1:end:2], ids[start + 2:end:2]))
+        assert len(written) == task.pairs and all(chr(k).isupper() for k in written)
+        for key, value in written.items():
+            if shared:
+                assert chr(value).isdigit()
+            else:  # the key's own ten symbols
+                assert 0 <= value - 128 - 10 * (key - ord("A")) < 10
+        for j, position in enumerate(positions):
+            assert position == ask + 2 + 2 * j and written[ids[position - 1]] == ids[position]
+        filler = ids[:start] + ids[end + 1:ask]
+        assert all(chr(c).islower() or c == ord(" ") for c in filler)  # no key, no value
+    with pytest.raises(ValueError):
+        long_context.recall_sequence(rng, seq_len, top + 1, task)
+    ids, labels = long_context.recall_batch(rng, 2, seq_len, [5, 9], task)
+    assert ((labels != -100).sum(1) == task.queries).all()
+    assert ((labels == ids) | (labels == -100)).all()
+
+
+def test_long_context_recall_curriculum(long_context):
+    args = long_context.parse_args(["--recall", "--steps", "10", "--seq-len", "1024", "--start-len", "64",
+                                    "--hold", "0.2", "--ramp", "0.6", "--batch-size", "2"])
+    lengths = [long_context.train_length(args, step) for step in range(args.steps)]
+    assert lengths[:3] == [64] * 3 and lengths[6:] == [1024] * 4 and lengths == sorted(lengths)
+    assert all(n % 64 == 0 for n in lengths) and 64 < lengths[4] < 1024
+    assert [long_context.train_batch_size(args, n) for n in (64, 1024)] == [32, 2]  # equal tokens per step
+    args.ramp = 0
+    assert long_context.train_length(args, 0) == 1024
+    with pytest.raises(SystemExit):  # 13 pairs do not have their own alphabets
+        long_context.parse_args(["--recall", "--pairs", "13", "--queries", "2"])
+
+
+def test_long_context_recall_runs_and_reports(long_context, one_thread):
+    argv = ["--recall", "--variants", SMALL, "transformer-window16:d_model=32,n_layers=2,d_ff=64",
+            "--steps", "4", "--batch-size", "2", "--seq-len", "96", "--start-len", "64", "--hold", "0.5",
+            "--ramp", "0.5", "--pairs", "3",
+            "--queries", "2", "--distances", "4", "40", "--eval-sequences", "2", "--window", "16", "--segment", "8",
+            "--threads", str(one_thread), "--no-write"]
+    args = long_context.parse_args(argv)
+    first = [b[0].clone() for b in long_context.train_batches(args)]
+    assert [ids.shape for ids in first] == [(3, 64)] * 2 + [(2, 96)] * 2  # the length curriculum, equal tokens
+    assert all((a == b).all() for a, b in zip(first, (b[0] for b in long_context.train_batches(args))))
+    data = long_context.main(argv)["recall"]
+    r = data["recall"]
+    assert [run["variant"] for run in r["runs"]] == args.variants and r["chance"] == pytest.approx(0.1)
+    for run in r["runs"]:
+        assert [s["gap"] for s in run["scores"]] == [4, 40]
+        assert all(0 <= s["accuracy"] <= 1 and s["value_tokens"] == 2 * 2 for s in run["scores"])
+    markdown = long_context.render_recall(data)
+    assert "chance" in markdown and "beyond the LCP window" in markdown and data["command"] in markdown
+    with pytest.raises(SystemExit):  # a distance that does not fit fails before training
+        long_context.main(["--recall", "--variants", SMALL, "--seq-len", "96", "--distances", "500", "--no-write"])
