@@ -227,7 +227,8 @@ CLAIMS = [
           "fwd+bwd time and memory, decode time and state size vs L (512..32k) against the transformer",
           "python benchmarks/long_context.py --scaling", "long-context-scaling", judge_long_context_cost),
     Claim("E2", "EFFICIA-1", "global memory retrieves distant context",
-          "associative recall across segments, trained from one seed; ablations without GMG / CCU",
+          "recall of values written D bytes earlier (each key has its own value symbols: a content lookup, "
+          "not in-context key matching), one seed; ablations without GMG / CCU; transformer as reference",
           "python benchmarks/long_context.py --recall", "long-context-recall", judge_recall),
 ]
 

@@ -9,15 +9,18 @@ Two parts, each its own section of docs/benchmarks.md:
   the peak RSS. Rows are interleaved (A B B A ...) at every length. A measurement whose
   extrapolated time or memory would exceed the budget is skipped and recorded with the reason.
   Fitted log-log exponents of L per row; ratios of efficia-1 to the transformer at every L.
-* `--recall` (claim E2, "global memory retrieves distant context"): associative recall across
-  segments. Synthetic byte sequences hold key:value pairs, then filler of a controlled distance,
-  then queries "key:" whose values must be recalled; every variant is trained from the same seed on
-  the same batches (loss only on the value bytes) and scored on value-byte accuracy per distance,
-  including distances beyond the local attention window.
+* `--recall` (claim E2, "global memory retrieves distant context"): recall across segments.
+  Synthetic byte sequences hold a block of key-value pairs, then filler of a controlled distance D,
+  then the keys again, each to be followed by its value. Every variant is trained from the same
+  seed on the same batches (loss only on the queried values; a length curriculum from 64 bytes,
+  at equal tokens per step) and scored on value accuracy per D, including D beyond the local
+  attention window. By default each key has its own value alphabet (a content lookup, learnt in
+  minutes); `--shared-values` makes it in-context association, which these sizes do not learn in
+  a CPU budget.
 
-    python benchmarks/long_context.py --threads 2                    # both parts
+    python benchmarks/long_context.py --threads 2                    # both parts (about an hour on 2 cores)
     python benchmarks/long_context.py --scaling --lengths 512 1024 2048 --threads 2
-    python benchmarks/long_context.py --recall --steps 300 --threads 2
+    python benchmarks/long_context.py --recall --variants efficia-1 transformer --threads 2
 
 Rows/variants are names of registered architectures, or `ARCH-windowN` (that architecture with
 window=N), or `ARCH:key=value,key=value` (any config overrides); efficia-1 ablations have short
@@ -47,6 +50,7 @@ import common  # benchmarks/ is not a package
 
 import lmzoo
 from lmzoo.errors import LmzooError
+from lmzoo.generation import state_nbytes  # bytes of every tensor a decoding state holds
 
 NAME = "long-context"
 SCRIPT = Path(__file__).resolve()
@@ -120,45 +124,6 @@ def default_recall_variants() -> list[str]:
     return (RECALL_EFFICIA if EFFICIA in lmzoo.list_architectures() else []) + ["transformer"]
 
 
-# ---- decoding-state size ------------------------------------------------------------------------
-def _own_state_nbytes(state) -> int:
-    """Bytes of tensor storage a decoding state holds (walks lists, dicts, objects; shared storage once)."""
-    seen_objects, storages, total = set(), set(), 0
-    stack = [state.layers if hasattr(state, "layers") else state]
-    while stack:
-        obj = stack.pop()
-        if isinstance(obj, torch.Tensor):
-            storage = obj.untyped_storage()
-            key = (storage.data_ptr(), obj.device.type)
-            if key not in storages:
-                storages.add(key)
-                total += storage.nbytes()
-            continue
-        if id(obj) in seen_objects or obj is None or isinstance(obj, (str, bytes, int, float, bool, torch.nn.Module)):
-            continue
-        seen_objects.add(id(obj))
-        if isinstance(obj, dict):
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            stack.extend(obj)
-        else:
-            stack.extend(getattr(obj, "__dict__", {}).values())
-            stack.extend(getattr(obj, s) for s in getattr(type(obj), "__slots__", ()) if hasattr(obj, s))
-    return total
-
-
-def state_nbytes(state) -> int:
-    """lmzoo's shared helper when the library has one, else the walk above."""
-    for module in ("lmzoo.streaming", "lmzoo.generation"):
-        try:
-            helper = getattr(__import__(module, fromlist=["state_nbytes"]), "state_nbytes", None)
-        except ImportError:
-            helper = None
-        if helper is not None:
-            return int(helper(state))
-    return _own_state_nbytes(state)
-
-
 # ---- probes (each runs in a fresh process, see common.call_in_fresh_process) --------------------
 def _model(arch: str, size: str, overrides: dict, threads: int | None):
     common.set_threads(threads)
@@ -216,9 +181,10 @@ def decode_probe(arch: str, size: str, overrides: dict, length: int, new_tokens:
 
 
 # ---- budget ------------------------------------------------------------------------------------------
-def extrapolate(points: list[tuple[int, float]], length: int, default_exponent: float = 2.0) -> float | None:
+def extrapolate(points: list[tuple[int, float]], length: int, default_exponent: float = 1.0) -> float | None:
     """Value at `length` from the last two (L, value) points, with their log-log slope clamped to [1, 3]
-    (one point: `default_exponent`); None without points."""
+    (one point: `default_exponent`, linear: assuming quadratic from the smallest length skipped
+    measurements that would have fit); None without points."""
     points = [(n, v) for n, v in points if v > 0]
     if not points:
         return None
@@ -296,8 +262,20 @@ def _train_run(row: str, spec: tuple[str, dict], kwargs: dict, timeout: float, r
     return run
 
 
+def untrained_defaults(arch: str, overrides: dict) -> dict:
+    """An untrained spike gate fires at an arbitrary rate: hold it at the architecture's target
+    (as `spike_walze.py --scaling` does), unless the row sets it."""
+    config = lmzoo.make_config(arch, "nano", **overrides)
+    if getattr(config, "forced_spike_rate", False) is None and hasattr(config, "spike_target"):
+        return {**overrides, "forced_spike_rate": config.spike_target}
+    return overrides
+
+
 def measure_scaling(args, rows: list[str]) -> dict:
-    specs = {row: parse_spec(row) for row in rows}
+    specs = {}
+    for row in rows:
+        arch, overrides = parse_spec(row)
+        specs[row] = (arch, untrained_defaults(arch, overrides))
     budget = Budget(args.max_seconds, args.max_memory_mb)
     failed: dict[tuple[str, str], str] = {}
     timeout = max(300.0, 4 * args.max_seconds)
@@ -423,8 +401,9 @@ def render_scaling(data: dict) -> str:
             cells = []
             for n in lengths:
                 cell = r["cells"].get(str(n), {}).get(kind, {})
-                if "skipped" in cell:
-                    skipped.setdefault(cell["skipped"], []).append(f"{row} {kind} L={n}")
+                where = f"{row} {kind} L={n}"
+                if "skipped" in cell and where not in skipped.get(cell["skipped"], []):
+                    skipped.setdefault(cell["skipped"], []).append(where)
                 if key not in cell:
                     cells.append(SKIP)
                 elif metric == "train_peak_mb":
@@ -449,11 +428,17 @@ def render_scaling(data: dict) -> str:
              "bytes after the context, the process's peak RSS. Exponent: least-squares slope of log(value) "
              "against log(L) over the measured lengths (time; RSS increase for the fwd+bwd memory row); "
              f"1 = linear, 2 = quadratic, 0 = constant. {SKIP} = not measured, see below."), "",
-             common.markdown_table(head, table), "", *scaling_notes(s)]
+             *overrides_line(s), "", common.markdown_table(head, table), "", *scaling_notes(s)]
     if skipped:
         lines += ["", "Not measured: " + "; ".join(f"{', '.join(where)}: {reason}" for reason, where in skipped.items())
                   + "."]
     return "\n".join(lines)
+
+
+def overrides_line(s: dict) -> list[str]:
+    rows = [f"`{row}`: " + ", ".join(f"{k}={v}" for k, v in r["overrides"].items())
+            for row, r in s["rows"].items() if r["overrides"]]
+    return ["", "Configuration overrides (on the size preset): " + "; ".join(rows) + "."] if rows else []
 
 
 def scaling_notes(s: dict) -> list[str]:
@@ -696,6 +681,10 @@ def recall_notes(r: dict) -> list[str]:
     ordered = sorted(mean, key=mean.get, reverse=True)
     notes = [f"Mean accuracy at distances beyond the LCP window (D >= {r['window']}: {', '.join(map(str, far))}), "
              "best first: " + ", ".join(f"`{v}` {mean[v]:.3f}" for v in ordered) + f" (chance {r['chance']:.3f})."]
+    farthest = max(r["distances"])
+    at = {run["variant"]: next(s["accuracy"] for s in run["scores"] if s["gap"] == farthest) for run in r["runs"]}
+    notes.append(f"At the largest distance (D={farthest}): "
+                 + ", ".join(f"`{v}` {at[v]:.3f}" for v in sorted(at, key=at.get, reverse=True)) + ".")
     if EFFICIA in mean:
         parts = [f"without {what} {mean[name] - mean[EFFICIA]:+.3f}" for name, what in
                  ((f"{EFFICIA}-no-memory", "the global memory"), (f"{EFFICIA}-no-compression", "the compression"),
@@ -729,7 +718,7 @@ def parse_args(argv=None):
     g = p.add_argument_group("recall")
     g.add_argument("--variants", nargs="+", help="default: efficia-1, its three ablations (if registered), transformer")
     g.add_argument("--recall-size", default="nano")
-    g.add_argument("--steps", type=int, default=250)
+    g.add_argument("--steps", type=int, default=300)
     g.add_argument("--batch-size", type=int, default=8, help="sequences per step at --seq-len (shorter: more)")
     g.add_argument("--seq-len", type=int, default=1024, help="evaluation (and final training) sequence length")
     g.add_argument("--start-len", type=int, default=64, help="training sequence length at the first step")

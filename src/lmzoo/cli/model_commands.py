@@ -12,6 +12,7 @@ import lmzoo
 from lmzoo.checkpoint import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
 from lmzoo.errors import LmzooError
+from lmzoo.memory import peak_rss_mb
 
 
 def register(verbs) -> None:
@@ -171,8 +172,9 @@ def run_generate_with_context(args) -> None:
     finally:
         bar.close()
     seconds = time.perf_counter() - started
-    print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({state.position / max(seconds, 1e-9):,.0f} "
-          f"tokens/s); state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
+    rate = state.position / max(seconds, 1e-9)
+    print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({rate:,.0f} tokens/s); "
+          f"state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
     if sizes[-1] > sizes[0]:
         arch = getattr(model.config, "arch", type(model).__name__)
         print(f"lmzoo: note: the {arch} state grew from {sizes[0] / 2**20:.1f} to {sizes[-1] / 2**20:.1f} MB while "
@@ -184,22 +186,6 @@ def run_generate_with_context(args) -> None:
     text = generate_text(model, tok, prompt, stream=stream, state=state, logits=logits, **sampling_options(args))[0]
     if not stream:
         print(prompt + text)
-
-
-def peak_rss_mb() -> float:
-    """This process's resident-set high-water mark in MB (Linux VmHWM, else ru_maxrss)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    try:
-        import resource
-    except ImportError:  # Windows
-        return float("nan")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def run_chat(args) -> None:
