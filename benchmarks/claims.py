@@ -152,12 +152,53 @@ def judge_wikitext(data: dict) -> tuple[str, str]:
         runs = [r for r in data["runs"] if r["order"] == spec]
         return sum(key(r) for r in runs) / len(runs)
 
-    bpb = {spec: mean(spec, lambda r: r["val"]["bpb"]) for spec in data["archs"]}
-    ppl = {spec: mean(spec, lambda r: r["word_ppl"]) for spec in data["archs"]}
-    figure = (f"WikiText-2 (non-standard split, bytes, {data['size']}, mean of {len(data['seeds'])} seeds): "
-              + "; ".join(f"{spec} {bpb[spec]:.3f} bits/byte, word PPL {ppl[spec]:.0f}" for spec in data["archs"]))
+    specs = list(dict.fromkeys(r["order"] for r in data["runs"]))
+    seeds = {r.get("seed", data.get("seed")) for r in data["runs"]}
+    bpb = {spec: mean(spec, lambda r: r["val"]["bpb"]) for spec in specs}
+    ppl = {spec: mean(spec, lambda r: r["word_ppl"]) for spec in specs}
+    figure = (f"WikiText-2 (non-standard split, bytes, {data['size']}, "
+              + (f"mean of {len(seeds)} seeds" if len(seeds) > 1 else "one seed") + "): "
+              + "; ".join(f"{spec} {bpb[spec]:.3f} bits/byte, word PPL {ppl[spec]:.0f}" for spec in specs))
     better = "better" if bpb["spectral-llm"] < bpb["transformer"] else "worse"
     return figure, f"not measurable as stated (no WikiText-103 here); spectral-llm {better} than transformer"
+
+
+def judge_long_context_cost(data: dict) -> tuple[str, str]:
+    s = data["scaling"]
+    fits, ratio = s["exponents"], s["ratios"]
+    ours, base = fits["efficia-1"], fits["transformer"]
+    longest = max(ratio["train_s"], key=int)
+    figure = (f"fwd+bwd time ~ L^{ours['train_s']:.2f} (transformer L^{base['train_s']:.2f}); at L={longest} "
+              f"{ratio['train_s'][longest]:.2f}x the transformer's time and "
+              f"{ratio['train_increase_mb'][longest]:.2f}x its training-memory increase; decoding state "
+              f"~ L^{ours['state_mb']:.2f} (transformer L^{base['state_mb']:.2f}), "
+              f"{ratio['state_mb'][max(ratio['state_mb'], key=int)]:.3f}x its size at the longest context")
+    # Time: the exponent measured on a CPU is above 1 for every model (memory-bound at long L), so
+    # the test is "clearly slower growth than attention"; memory: constant decoding state, and less
+    # training memory than attention at the longest length.
+    slower = ours["train_s"] <= base["train_s"] - 0.2
+    constant_state = ours["state_mb"] <= 0.05
+    less_memory = ratio["train_increase_mb"][longest] < 1
+    if slower and constant_state and less_memory:
+        return figure, "holds"
+    if slower and constant_state:
+        return figure, "partly: slower time growth and constant decoding memory, but more training memory than attention"
+    return figure, "does not hold"
+
+
+def judge_recall(data: dict) -> tuple[str, str]:
+    r = data["recall"]
+    far = [d for d in r["distances"] if d >= r["window"]]
+    mean = {run["variant"]: sum(x["accuracy"] for x in run["scores"] if x["gap"] in far) / len(far)
+            for run in r["runs"]}
+    figure = (f"value accuracy beyond the LCP window (D >= {r['window']}): "
+              + ", ".join(f"{v} {a:.2f}" for v, a in mean.items()) + f"; chance {r['chance']:.2f}")
+    full, ablated = mean.get("efficia-1", 0.0), mean.get("efficia-1-no-memory", 0.0)
+    if full >= 2 * r["chance"] and full - ablated >= 0.1:
+        return figure, "holds"
+    if max(mean.values()) < 2 * r["chance"]:
+        return figure, "not measurable at this training budget (no variant, the transformer included, learned recall)"
+    return figure, "does not hold at this scale"
 
 
 def judge_spectral_memory(data: dict) -> tuple[str, str]:
@@ -214,7 +255,7 @@ CLAIMS = [
           "python benchmarks/finetune_methods.py", "finetune-methods", judge_lora),
     Claim("P1", "SpectralLLM", "WikiText-103 perplexity 45.2 at 8M params",
           "byte-level training on WikiText-2 raw (what is available) vs the parameter-matched transformer",
-          "python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2 --seeds 0 1", "wikitext-compare",
+          "python benchmarks/wikitext_compare.py --size micro --steps 500", "wikitext-compare",
           judge_wikitext),
     Claim("P2", "SpectralLLM", "40% memory reduction vs an equivalent transformer",
           "peak RSS increase of a training step, parameter-matched, fresh processes",
@@ -231,39 +272,6 @@ CLAIMS = [
           "not in-context key matching), one seed; ablations without GMG / CCU; transformer as reference",
           "python benchmarks/long_context.py --recall", "long-context-recall", judge_recall),
 ]
-
-
-def judge_long_context_cost(data: dict) -> tuple[str, str]:
-    s = data["scaling"]
-    fits, ratio = s["exponents"], s["ratios"]
-    ours, base = fits["efficia-1"], fits["transformer"]
-    longest = max(ratio["train_s"], key=int)
-    figure = (f"fwd+bwd time ~ L^{ours['train_s']:.2f} (transformer L^{base['train_s']:.2f}); at L={longest} "
-              f"{ratio['train_s'][longest]:.2f}x the transformer's time and "
-              f"{ratio['train_increase_mb'][longest]:.2f}x its training-memory increase; decoding state "
-              f"~ L^{ours['state_mb']:.2f} (transformer L^{base['state_mb']:.2f}), "
-              f"{ratio['state_mb'][max(ratio['state_mb'], key=int)]:.3f}x its size at the longest context")
-    linear = ours["train_s"] <= 1.15 and ours["state_mb"] <= 0.05
-    less_memory = ratio["train_increase_mb"][longest] < 1
-    if linear and less_memory:
-        return figure, "holds"
-    return figure, ("partly: linear time and constant decoding memory, but more training memory than attention"
-                    if linear else "does not hold")
-
-
-def judge_recall(data: dict) -> tuple[str, str]:
-    r = data["recall"]
-    far = [d for d in r["distances"] if d >= r["window"]]
-    mean = {run["variant"]: sum(x["accuracy"] for x in run["scores"] if x["gap"] in far) / len(far)
-            for run in r["runs"]}
-    figure = (f"value accuracy beyond the LCP window (D >= {r['window']}): "
-              + ", ".join(f"{v} {a:.2f}" for v, a in mean.items()) + f"; chance {r['chance']:.2f}")
-    full, ablated = mean.get("efficia-1", 0.0), mean.get("efficia-1-no-memory", 0.0)
-    if full >= 2 * r["chance"] and full - ablated >= 0.1:
-        return figure, "holds"
-    if max(mean.values()) < 2 * r["chance"]:
-        return figure, "not measurable at this training budget (no variant, the transformer included, learned recall)"
-    return figure, "does not hold at this scale"
 
 
 def row(claim: Claim) -> list[str]:
