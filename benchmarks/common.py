@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import re
-import resource
 import shlex
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+import lmzoo.memory
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -177,29 +178,8 @@ def fitted_exponent(lengths: list[float], values: list[float]) -> float:
 
 
 # ---- memory ---------------------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    """High-water resident set size of this process image.
-
-    Linux: VmHWM, which starts afresh at exec. `ru_maxrss` does not: it keeps the RSS the parent
-    had when it forked this process, so a child of a big benchmark process would report the
-    parent's size. Elsewhere ru_maxrss is the best available (macOS reports bytes, Linux KiB).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
-
-
-def current_rss_mb() -> float:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
+# peak_rss_mb (the high-water mark of this process image) and current_rss_mb come from lmzoo.memory
+peak_rss_mb, current_rss_mb = lmzoo.memory.peak_rss_mb, lmzoo.memory.current_rss_mb
 
 
 def call_in_fresh_process(script: Path, function: str, kwargs: dict[str, Any], timeout: float = 1800) -> dict:
