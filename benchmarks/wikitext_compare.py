@@ -13,12 +13,12 @@ as the mean over seeds. A run spec `ARCH:KEY=VALUE,...` sets model config fields
 from __future__ import annotations
 
 import argparse
-import json
 import math
 
 import common
 import numpy as np
 from curriculum import add_run_arguments, prepare, train
+from long_context import parse_spec  # ARCH:KEY=VALUE,... run specs
 
 import lmzoo
 from lmzoo.data import TokenDataset, read_meta
@@ -33,21 +33,6 @@ def val_words(data_dir) -> int:
     return len(TokenDataset(data_dir, "val").tokenizer.decode(ids.tolist()).split())
 
 
-def parse_spec(spec: str) -> tuple[str, dict]:
-    """'arch:key=value,key=value' -> (arch, model overrides); values are parsed as JSON when they can be."""
-    arch, _, rest = spec.partition(":")
-    overrides = {}
-    for item in filter(None, rest.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"bad run spec '{spec}': write ARCH:KEY=VALUE,...")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return arch, overrides
-
-
 def render(data: dict) -> str:
     rows = []
     for spec in data["archs"]:
@@ -59,10 +44,11 @@ def render(data: dict) -> str:
     return "\n".join([
         "## SpectralLLM vs transformer on WikiText-2 (non-standard split)", "",
         common.command_header(data), "",
-        f"`{data['size']}` presets, seeds {', '.join(map(str, data['seeds']))}, {data['steps']} steps of {data['batch_size']} x "
-        f"{data['seq_len']} bytes; train and val are a 95/5 block split of WikiText-2 raw valid+test (the train "
-        f"split is not available here), val {data['val_tokens']:,} bytes / {data['val_words']:,} words. Word "
-        "perplexity = exp(total val loss / words); not comparable with published WikiText-103 numbers.", "",
+        f"`{data['size']}` presets, seeds {', '.join(map(str, data['seeds']))}, {data['steps']} steps of "
+        f"{data['batch_size']} x {data['seq_len']} bytes; train and val are a 95/5 block split of WikiText-2 raw "
+        f"valid+test (the train split is not available here), val {data['val_tokens']:,} bytes / "
+        f"{data['val_words']:,} words. Word perplexity = exp(total val loss / words); not comparable with "
+        "published WikiText-103 numbers.", "",
         common.markdown_table(["run", "params", "val bits/byte per seed", "mean", "word perplexity per seed",
                                "train s (mean)"], rows)])
 

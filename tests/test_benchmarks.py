@@ -201,6 +201,11 @@ def long_context():
     return load("long_context")
 
 
+
+@pytest.fixture(scope="module")
+def recall():
+    return load("long_context_recall")
+
 def test_long_context_row_names(long_context):
     assert long_context.parse_spec("transformer-window256") == ("transformer", {"window": 256})
     assert long_context.parse_spec(SMALL) == ("transformer", {"d_model": 32, "n_layers": 2, "d_ff": 64})
@@ -307,14 +312,14 @@ def test_long_context_scaling_in_fresh_processes(long_context, one_thread):
 
 
 @pytest.mark.parametrize("shared", [False, True])
-def test_long_context_recall_data(long_context, shared):
+def test_long_context_recall_data(recall, shared):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    seq_len, task = 96, long_context.RecallTask(pairs=5, queries=3, shared_values=shared)
+    seq_len, task = 96, recall.RecallTask(pairs=5, queries=3, shared_values=shared)
     top = task.max_gap(seq_len)
     for gap in (0, 17, top):
-        ids, positions = long_context.recall_sequence(rng, seq_len, gap, task)
+        ids, positions = recall.recall_sequence(rng, seq_len, gap, task)
         ids = ids.tolist()
         assert len(ids) == seq_len and len(positions) == task.queries
         start, end, ask = ids.index(ord("[")), ids.index(ord("]")), ids.index(ord("?"))
@@ -331,42 +336,42 @@ def test_long_context_recall_data(long_context, shared):
         filler = ids[:start] + ids[end + 1:ask]
         assert all(chr(c).islower() or c == ord(" ") for c in filler)  # no key, no value
     with pytest.raises(ValueError):
-        long_context.recall_sequence(rng, seq_len, top + 1, task)
-    ids, labels = long_context.recall_batch(rng, 2, seq_len, [5, 9], task)
+        recall.recall_sequence(rng, seq_len, top + 1, task)
+    ids, labels = recall.recall_batch(rng, 2, seq_len, [5, 9], task)
     assert ((labels != -100).sum(1) == task.queries).all()
     assert ((labels == ids) | (labels == -100)).all()
 
 
-def test_long_context_recall_curriculum(long_context):
+def test_long_context_recall_curriculum(long_context, recall):
     args = long_context.parse_args(["--recall", "--steps", "10", "--seq-len", "1024", "--start-len", "64",
                                     "--hold", "0.2", "--ramp", "0.6", "--batch-size", "2"])
-    lengths = [long_context.train_length(args, step) for step in range(args.steps)]
+    lengths = [recall.train_length(args, step) for step in range(args.steps)]
     assert lengths[:3] == [64] * 3 and lengths[6:] == [1024] * 4 and lengths == sorted(lengths)
     assert all(n % 64 == 0 for n in lengths) and 64 < lengths[4] < 1024
-    assert [long_context.train_batch_size(args, n) for n in (64, 1024)] == [32, 2]  # equal tokens per step
+    assert [recall.train_batch_size(args, n) for n in (64, 1024)] == [32, 2]  # equal tokens per step
     args.ramp = 0
-    assert long_context.train_length(args, 0) == 1024
+    assert recall.train_length(args, 0) == 1024
     with pytest.raises(SystemExit):  # 13 pairs do not have their own alphabets
         long_context.parse_args(["--recall", "--pairs", "13", "--queries", "2"])
 
 
-def test_long_context_recall_runs_and_reports(long_context, one_thread):
+def test_long_context_recall_runs_and_reports(long_context, recall, one_thread):
     argv = ["--recall", "--variants", SMALL, "transformer-window16:d_model=32,n_layers=2,d_ff=64",
             "--steps", "4", "--batch-size", "2", "--seq-len", "96", "--start-len", "64", "--hold", "0.5",
             "--ramp", "0.5", "--pairs", "3",
             "--queries", "2", "--distances", "4", "40", "--eval-sequences", "2", "--window", "16", "--segment", "8",
             "--threads", str(one_thread), "--no-write"]
     args = long_context.parse_args(argv)
-    first = [b[0].clone() for b in long_context.train_batches(args)]
+    first = [b[0].clone() for b in recall.train_batches(args)]
     assert [ids.shape for ids in first] == [(3, 64)] * 2 + [(2, 96)] * 2  # the length curriculum, equal tokens
-    assert all((a == b).all() for a, b in zip(first, (b[0] for b in long_context.train_batches(args))))
+    assert all((a == b).all() for a, b in zip(first, (b[0] for b in recall.train_batches(args))))
     data = long_context.main(argv)["recall"]
     r = data["recall"]
     assert [run["variant"] for run in r["runs"]] == args.variants and r["chance"] == pytest.approx(0.1)
     for run in r["runs"]:
         assert [s["gap"] for s in run["scores"]] == [4, 40]
         assert all(0 <= s["accuracy"] <= 1 and s["value_tokens"] == 2 * 2 for s in run["scores"])
-    markdown = long_context.render_recall(data)
+    markdown = recall.render_recall(data)
     assert "chance" in markdown and "beyond the LCP window" in markdown and data["command"] in markdown
     with pytest.raises(SystemExit):  # a distance that does not fit fails before training
         long_context.main(["--recall", "--variants", SMALL, "--seq-len", "96", "--distances", "500", "--no-write"])
