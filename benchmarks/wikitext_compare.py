@@ -1,4 +1,5 @@
-"""SpectralLLM vs transformer on WikiText (claim P1: "WikiText-103 perplexity 45.2 at 8M params").
+"""Architectures vs the transformer on WikiText (claim P1: "WikiText-103 perplexity 45.2 at 8M params";
+EFFICIA-1's quality at equal params with its ablations).
 
 Only WikiText-2 raw *valid* and *test* are on these machines (no train split, no WikiText-103),
 so this is a non-standard split: both files, byte-level, cut by lmzoo's deterministic block split
@@ -9,6 +10,10 @@ as the mean over seeds. A run spec `ARCH:KEY=VALUE,...` sets model config fields
 
     python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2 --seeds 0 1 \
         --archs spectral-llm spectral-llm:embedding=harmonic transformer
+    python benchmarks/wikitext_compare.py --size micro --steps 500 --threads 2 --seeds 0 --name wikitext-efficia \
+        --archs efficia-1 efficia-1-no-compression efficia-1-no-memory efficia-1-lcp-only transformer
+
+`--name` picks the results file and docs section, so the two comparisons live side by side.
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ def render(data: dict) -> str:
                      f"**{mean_bpb:.4f}**", " / ".join(f"{r['word_ppl']:.0f}" for r in runs),
                      f"{sum(r['elapsed_s'] for r in runs) / len(runs):.0f}"])
     return "\n".join([
-        "## SpectralLLM vs transformer on WikiText-2 (non-standard split)", "",
+        f"## {' vs '.join(dict.fromkeys(parse_spec(spec)[0] for spec in data['archs']))} on WikiText-2 "
+        "(non-standard split)", "",
         common.command_header(data), "",
         f"`{data['size']}` presets, seeds {', '.join(map(str, data['seeds']))}, {data['steps']} steps of "
         f"{data['batch_size']} x {data['seq_len']} bytes; train and val are a 95/5 block split of WikiText-2 raw "
@@ -60,6 +66,7 @@ def main(argv=None) -> dict:
     p.add_argument("--archs", nargs="+", default=["spectral-llm", "spectral-llm:embedding=harmonic", "transformer"],
                    help="run specs ARCH or ARCH:KEY=VALUE,... (model config overrides)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--name", default=NAME, help=f"results file and docs section (default {NAME})")
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     data_dir = prepare(args)
@@ -79,7 +86,7 @@ def main(argv=None) -> dict:
             run["word_ppl"] = math.exp(run["val"]["loss"] * run["val"]["tokens"] / data["val_words"])
             data["runs"].append(run)
     markdown = render(data)
-    common.publish(NAME, data, markdown, write=not args.no_write)
+    common.publish(args.name, data, markdown, write=not args.no_write)
     return data
 
 

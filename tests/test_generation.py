@@ -6,17 +6,7 @@ import torch
 import lmzoo
 from lmzoo.errors import LmzooError
 from lmzoo.generation import TextStreamer, apply_repetition_penalty, filter_top_k_top_p, generate_text
-
-
-class Bytes:
-    """Minimal byte tokenizer so these tests do not depend on lmzoo.tokenizers."""
-    eos_id = 256
-
-    def encode(self, text):
-        return list(text.encode())
-
-    def decode(self, ids):
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+from lmzoo.tokenizers import get_tokenizer
 
 
 @pytest.fixture(params=lmzoo.list_architectures())
@@ -68,7 +58,7 @@ def test_repetition_penalty_lowers_seen_tokens():
 
 
 def test_generate_text_groups_unequal_prompts_and_cuts_at_stop(model):
-    tok = Bytes()
+    tok = get_tokenizer("bytes")
     prompts = ["ab", "hello world", "xyz"]
     together = generate_text(model, tok, prompts, max_new_tokens=8, temperature=0)
     alone = [generate_text(model, tok, p, max_new_tokens=8, temperature=0)[0] for p in prompts]
@@ -82,7 +72,7 @@ def test_generate_text_groups_unequal_prompts_and_cuts_at_stop(model):
 
 def test_streamer_holds_back_partial_utf8():
     out = io.StringIO()
-    streamer = TextStreamer(Bytes(), file=out)
+    streamer = TextStreamer(get_tokenizer("bytes"), file=out)
     for b in "ä!".encode():
         streamer.put(torch.tensor([b]))
         assert "\ufffd" not in out.getvalue()

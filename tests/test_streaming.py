@@ -42,18 +42,8 @@ def test_feeding_in_chunks_matches_one_forward_pass(model):
     torch.testing.assert_close(logits[0], short, atol=1e-4, rtol=0)
 
 
-class Bytes:
-    eos_id = 256
-
-    def encode(self, text):
-        return list(text.encode())
-
-    def decode(self, ids):
-        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
-
-
 def test_generation_continues_a_fed_context(model):
-    tok = Bytes()
+    tok = get_tokenizer("bytes")
     context, prompt = "The quick brown fox jumps over the lazy dog. " * 2, "And then"
     state, logits = feed(model, torch.tensor(tok.encode(context)), chunk_size=32)
     after = generate_text(model, tok, prompt, max_new_tokens=6, temperature=0, state=state, logits=logits)
@@ -77,9 +67,9 @@ def test_feed_restores_mode_and_rejects_bad_input():
     with pytest.raises(LmzooError, match="same batch size"):
         feed(model, [torch.zeros(2, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long)], chunk_size=100)
     with pytest.raises(LmzooError, match="one prompt"):
-        generate_text(model, Bytes(), ["a", "b"], state=model.init_state(1))
+        generate_text(model, get_tokenizer("bytes"), ["a", "b"], state=model.init_state(1))
     with pytest.raises(LmzooError, match="logits"):
-        generate_text(model, Bytes(), "", state=model.init_state(1))
+        generate_text(model, get_tokenizer("bytes"), "", state=model.init_state(1))
 
 
 class Slotted:
