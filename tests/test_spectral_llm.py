@@ -1,6 +1,7 @@
 """spectral-llm's own pieces (the shared contract covers causality, decoding, save/load, training):
 the harmonic embedding in both modes, the frequency-domain FFN, the amplitude penalty, the seed's API."""
 import math
+import sys
 
 import pytest
 import torch
@@ -46,6 +47,14 @@ def test_harmonic_only_embedding_drops_the_table_and_ties_the_output_to_the_harm
 def test_embedding_mode_is_checked():
     with pytest.raises(LmzooError, match="embedding must be one of hybrid, harmonic"):
         lmzoo.create_model("spectral-llm", "nano", embedding="table")
+
+
+def test_wavelet_problems_are_one_line_errors(monkeypatch):
+    with pytest.raises(LmzooError, match="unknown wavelet 'db99'.*db4"):
+        lmzoo.create_model("spectral-llm", "nano", wavelet_type="db99")
+    monkeypatch.setitem(sys.modules, "pywt", None)  # as if PyWavelets were not installed
+    with pytest.raises(LmzooError, match=r"needs PyWavelets; pip install 'lmzoo\[spectral\]'"):
+        lmzoo.create_model("spectral-llm", "nano")
 
 
 def test_spectral_ffn_is_per_token_and_its_spectral_path_is_a_channel_dft_product():

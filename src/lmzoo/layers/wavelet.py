@@ -14,17 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.errors import LmzooError
+
 
 def wavelet_filters(name: str = "db4") -> tuple[list[float], list[float]]:
     """(low-pass, high-pass) analysis filters of a discrete wavelet."""
     try:
         import pywt
     except ImportError:
-        raise ImportError("the spectral mixer needs PyWavelets: pip install 'lmzoo[spectral]'") from None
+        raise LmzooError("the spectral mixer needs PyWavelets; pip install 'lmzoo[spectral]'") from None
     try:
         wavelet = pywt.Wavelet(name)
     except ValueError:
-        raise ValueError(f"unknown wavelet '{name}'; see pywt.wavelist(kind='discrete')") from None
+        raise LmzooError(f"unknown wavelet '{name}'; pick one of pywt.wavelist(kind='discrete'), e.g. db4") from None
     return list(wavelet.dec_lo), list(wavelet.dec_hi)
 
 
