@@ -375,3 +375,21 @@ def test_long_context_recall_runs_and_reports(long_context, recall, one_thread):
     assert "chance" in markdown and "beyond the LCP window" in markdown and data["command"] in markdown
     with pytest.raises(SystemExit):  # a distance that does not fit fails before training
         long_context.main(["--recall", "--variants", SMALL, "--seq-len", "96", "--distances", "500", "--no-write"])
+
+
+def test_wikitext_compare_runs_named_comparisons(tmp_path, one_thread):
+    import lmzoo
+
+    wikitext = load("wikitext_compare")
+    text = tmp_path / "text.raw"
+    text.write_text("".join(f" = Article {i} = \n The value of item {i} is {i * 7}. \n" for i in range(300)))
+    data = wikitext.main(["--texts", str(text), "--out", str(tmp_path / "runs"), "--size", "nano", "--steps", "2",
+                          "--eval-interval", "1", "--batch-size", "2", "--seq-len", "32", "--threads", "1",
+                          "--seeds", "0", "--name", "wikitext-test", "--no-write",
+                          "--archs", "efficia-1-lcp-only", "transformer:window=8"])
+    assert [(r["order"], r["seed"]) for r in data["runs"]] == [("efficia-1-lcp-only", 0), ("transformer:window=8", 0)]
+    lcp_only = lmzoo.load(load("common").ROOT / data["runs"][0]["checkpoint"])
+    assert not lcp_only.config.memory and not lcp_only.config.compression  # the named ablation was trained
+    markdown = wikitext.render(data)
+    assert markdown.startswith("## efficia-1 vs transformer on WikiText-2")
+    assert all(r["word_ppl"] > 1 and r["val"]["bpb"] > 0 for r in data["runs"])
