@@ -12,6 +12,7 @@ from lmzoo.layers.linear_attention import (
     recurrent_linear_attention,
     reference_linear_attention,
 )
+from lmzoo.layers.short_conv import ShortConv, reference_short_conv
 from lmzoo.models.efficia import mixer_parameters
 
 
@@ -67,21 +68,22 @@ def test_memory_reaches_beyond_the_window_and_lags_one_segment():
     ids = torch.randint(0, 250, (1, 40))
     changed = ids.clone()
     changed[0, 1] = (ids[0, 1] + 1) % 250  # segment 0, window 0
+    # conv_size=0 isolates memory and GRU: the short conv carries a few tokens past each window end
     for overrides, reaches in (({}, True), ({"memory": False, "compression": False}, False)):
-        model = small(**overrides)
+        model = small(conv_size=0, **overrides)
         a, b = model(ids).logits, model(changed).logits
         assert torch.equal(a[:, :1], b[:, :1])
         # position 8 starts a new window; only the memory and the GRU can carry token 1 there
         assert (not torch.allclose(a[:, 8:], b[:, 8:])) == reaches
     # each unit alone also carries it
     for overrides in ({"memory": False}, {"compression": False}):
-        model = small(**overrides)
+        model = small(conv_size=0, **overrides)
         assert not torch.allclose(model(ids).logits[:, 8:], model(changed).logits[:, 8:])
 
 
 def test_end_of_document_resets_memory_and_compression():
     eos = 7
-    model = small(eos_id=eos)
+    model = small(eos_id=eos, conv_size=0)  # the short conv, like LCP, does not stop at document ends
     ids = torch.randint(8, 250, (1, 40))
     ids[0, 15] = eos  # a new document starts at 16
     changed = ids.clone()
@@ -89,7 +91,7 @@ def test_end_of_document_resets_memory_and_compression():
     a, b = model(ids).logits, model(changed).logits
     assert not torch.allclose(a[:, 8:16], b[:, 8:16])  # same document, other window: reached by memory
     torch.testing.assert_close(a[:, 16:], b[:, 16:])    # next document: nothing leaks across the end
-    free = small()  # without eos_id the whole window is one document
+    free = small(conv_size=0)  # without eos_id the whole window is one document
     assert not torch.allclose(free(ids).logits[:, 16:], free(changed).logits[:, 16:])
 
 
@@ -105,12 +107,39 @@ def test_fifo_memory_forgets_beyond_its_slots():
     torch.testing.assert_close(a[:, 20:], b[:, 20:])       # from segment 5 on both have dropped out
 
 
+def test_short_conv_equals_its_reference_and_continues_from_its_tail():
+    torch.manual_seed(0)
+    conv = ShortConv(6, 4).double()
+    x = torch.randn(2, 11, 6, dtype=torch.float64)
+    whole, _ = conv(x)
+    torch.testing.assert_close(whole, reference_short_conv(x, conv.weight.detach()))
+    for split in (1, 2, 5, 10):
+        first, tail = conv(x[:, :split])
+        second, _ = conv(x[:, split:], tail)
+        torch.testing.assert_close(torch.cat((first, second), 1), whole)
+
+
+def test_short_conv_gives_the_local_path_token_order():
+    # Swap two earlier tokens of position 6's window: without the conv one LCP layer sees the window
+    # as a bag of tokens (elu+1 linear attention has no positions), so position 6 cannot tell. (Deeper
+    # stacks see order only indirectly, through what each earlier position's causal prefix held.)
+    ids = torch.randint(0, 250, (1, 8))
+    swapped = ids.clone()
+    swapped[0, [2, 3]] = ids[0, [3, 2]]
+    for conv_size, sees_order in ((0, False), (4, True)):
+        model = small(conv_size=conv_size, memory=False, compression=False, n_layers=1)
+        a, b = model(ids).logits[0, 6], model(swapped).logits[0, 6]
+        assert (not torch.allclose(a, b, atol=1e-6)) == sees_order
+
+
 def test_mixer_parameter_formula_matches_the_model():
-    for overrides in ({}, {"memory": False}, {"compression": False}, {"memory": False, "compression": False}):
+    for overrides in ({}, {"memory": False}, {"compression": False}, {"memory": False, "compression": False},
+                      {"conv_size": 0}, {"conv_size": 2, "memory": False}):
         model = small(**overrides)
         block = model.blocks[0]
         counted = sum(p.numel() for p in block.parameters()) - sum(p.numel() for p in block.ffn.parameters())
-        assert counted == mixer_parameters(128, overrides.get("memory", True), overrides.get("compression", True))
+        assert counted == mixer_parameters(128, overrides.get("memory", True), overrides.get("compression", True),
+                                           overrides.get("conv_size", 4))
 
 
 def state_bytes(state) -> int:

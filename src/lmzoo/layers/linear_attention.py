@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.layers.short_conv import ShortConv
+
 EPS = 1e-6
 MAX_CHUNK = 64
 
@@ -35,11 +37,13 @@ def chunk_size(window: int) -> int:
 
 
 class LinearAttentionState:
-    """Running sums of the current window: S = sum phi(k) v^T [B, H, dh, dh], z = sum phi(k) [B, H, dh]."""
+    """Running sums of the current window: S = sum phi(k) v^T [B, H, dh, dh], z = sum phi(k) [B, H, dh];
+    `tail`: the short convolution's last inputs."""
 
     def __init__(self):
         self.S: torch.Tensor | None = None
         self.z: torch.Tensor | None = None
+        self.tail: torch.Tensor | None = None
 
 
 def reference_linear_attention(q, k, v, window: int, overlap: bool = False) -> torch.Tensor:
@@ -111,10 +115,12 @@ def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
 
 
 class LocalLinearAttention(nn.Module):
-    """q, k, v projections, heads of `head_dim`, windowed causal linear attention, output projection."""
+    """Short causal conv (`conv_size` taps; 0 = none), q, k, v projections, heads of `head_dim`,
+    windowed causal linear attention, output projection."""
 
-    def __init__(self, d_model: int, head_dim: int, window: int, overlap: bool):
+    def __init__(self, d_model: int, head_dim: int, window: int, overlap: bool, conv_size: int = 0):
         super().__init__()
+        self.conv = ShortConv(d_model, conv_size) if conv_size else None
         self.heads, self.head_dim = max(1, d_model // head_dim), min(head_dim, d_model)
         inner = self.heads * self.head_dim
         self.window, self.overlap = window, overlap
@@ -124,7 +130,12 @@ class LocalLinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int = 0, state: LinearAttentionState | None = None) -> torch.Tensor:
         B, n, _ = x.shape
-        q, k, v = self.qkv(x).view(B, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        h = x
+        if self.conv is not None:
+            h, tail = self.conv(x, state.tail if state is not None else None)
+            if state is not None:
+                state.tail = tail
+        q, k, v = self.qkv(h).view(B, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # fp32 for the running sums and the normaliser (bf16 loses the denominator's precision)
         q, k, v = feature_map(q.float()), feature_map(k.float()), v.float()
         if state is not None and n == 1:

@@ -1,7 +1,8 @@
 """`efficia-1`: windowed causal linear attention + global segment memory + GRU compression + fusion.
 
     block (per layer):
-      lcp   = x + LCP(norm(x))                        causal linear attention in windows of `window`
+      lcp   = x + LCP(norm(x))                        short causal conv (token order), then causal
+                                                      linear attention in windows of `window`
       h     = norm(lcp), cut into segments of `segment` tokens
       gmg   = (1 - g) lcp + g r,  r = attend(h, FIFO of the last `memory_slots` segment summaries)
       c     = proj(GRU state after the previous segment)   (GRU over summaries, fed the layer below's states)
@@ -46,6 +47,7 @@ class EfficiaConfig(ModelConfig):
     d_ff: int = 256
     window: int = 256          # LCP window (tokens); a multiple of 64, or <= 64, runs fastest
     overlap: bool = False      # True: each window carries the previous one's sums (no restart)
+    conv_size: int = 4         # short causal conv before LCP (token order); 0 = none, as in the seed
     segment: int = 64          # tokens per memory / compression segment
     memory_slots: int = 128    # FIFO length of the global memory
     compression_dim: int = 0   # GRU state width; 0 = d_model // 4
@@ -58,6 +60,8 @@ class EfficiaConfig(ModelConfig):
         for name in ("window", "segment", "memory_slots", "d_ff"):
             if getattr(self, name) < 1:
                 raise LmzooError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.conv_size < 0:
+            raise LmzooError(f"conv_size must be >= 0 (0 = no short convolution), got {self.conv_size}")
         if self.compression_dim < 0:
             raise LmzooError(f"compression_dim must be >= 0 (0 = d_model // 4), got {self.compression_dim}")
 
@@ -80,7 +84,7 @@ class EfficiaBlock(nn.Module):
         d = config.d_model
         self.segment = config.segment
         self.lcp_norm = RMSNorm(d, config.norm_eps)
-        self.lcp = LocalLinearAttention(d, HEAD_DIM, config.window, config.overlap)
+        self.lcp = LocalLinearAttention(d, HEAD_DIM, config.window, config.overlap, config.conv_size)
         streams = 1 + config.memory + config.compression
         self.stream_norm = RMSNorm(d, config.norm_eps) if streams > 1 else None
         self.gmg = GlobalMemoryGate(d, HEAD_DIM, config.memory_slots) if config.memory else None
@@ -113,10 +117,10 @@ class EfficiaBlock(nn.Module):
         return fused + self.ffn(self.ffn_norm(fused)), states
 
 
-def mixer_parameters(d: int, memory: bool = True, compression: bool = True) -> int:
+def mixer_parameters(d: int, memory: bool = True, compression: bool = True, conv_size: int = 4) -> int:
     """Parameters of one block without its FFN (for the presets; tested against the model)."""
     dc = max(1, d // 4)
-    total = 4 * d * d + d                                              # LCP projections and norm
+    total = 4 * d * d + d + conv_size * d                              # LCP conv, projections and norm
     if memory:
         total += 4 * d * d + d + 2 * d * d + d                         # q, kv, out, pool; gate
     if compression:
