@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -31,8 +30,13 @@ class ShortConv(nn.Module):
         if tail is None:
             tail = x.new_zeros(x.shape[0], self.kernel - 1, x.shape[2])
         ext = torch.cat((tail.to(x.dtype), x), dim=1)
-        y = F.conv1d(ext.transpose(1, 2), self.weight.to(x.dtype)[:, None, :], groups=x.shape[2])
-        return y.transpose(1, 2), ext[:, ext.shape[1] - (self.kernel - 1):]
+        n, weight = x.shape[1], self.weight.to(x.dtype)
+        # A sum over the few taps of shifted views: on CPU faster than conv1d (no transposes), both
+        # for training steps and for one-token decoding.
+        y = ext[:, :n] * weight[:, 0]
+        for j in range(1, self.kernel):
+            y = y + ext[:, j:j + n] * weight[:, j]
+        return y, ext[:, ext.shape[1] - (self.kernel - 1):]
 
 
 def reference_short_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
