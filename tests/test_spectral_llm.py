@@ -9,6 +9,7 @@ import torch
 import lmzoo
 from lmzoo.errors import LmzooError
 from lmzoo.models.spectral_llm import SpectralFFN
+from lmzoo.tokenizers import get_tokenizer
 
 pytest.importorskip("pywt")
 
@@ -94,12 +95,22 @@ def test_spectral_loss_weight_adds_an_l2_penalty_on_the_harmonic_amplitudes():
 def test_the_seed_api_names():
     from lmzoo.models.spectral_llm import SpectralConfig, SpectralLLM
 
-    config = SpectralConfig(vocab_size=100, d_model=64, n_layers=2, harmonic_bases=8, wavelet_levels=2)
+    with pytest.warns(UserWarning, match="num_heads has no effect"):
+        config = SpectralConfig(vocab_size=259, embed_dim=64, num_heads=8, num_layers=2, harmonic_bases=8,
+                                wavelet_type="db4", wavelet_levels=2)
+    assert (config.d_model, config.n_layers) == (64, 2)
+    assert SpectralConfig.from_dict(config.to_dict()) == config  # stored under lmzoo's names
     model = SpectralLLM(config)
-    counts = model.count_parameters()
-    assert counts["total"] == counts["embedding"] + counts["non_embedding"] == model.num_parameters()
+    assert model.count_parameters() == sum(p.numel() for p in model.parameters())
     out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, temperature=0)
     assert out.shape == (1, 7)
+    assert model.generate(torch.tensor([[1, 2, 3]]), max_length=5, temperature=0).shape == (1, 5)
+    with pytest.raises(LmzooError, match="needs the model's tokenizer"):
+        model.generate("The signal", max_length=20)
+    model.tokenizer = tokenizer = get_tokenizer("bytes")
+    ids = model.generate(torch.tensor([tokenizer.encode("The signal")]), max_length=20, temperature=0)
+    text = model.generate("The signal", max_length=20, temperature=0, eos_token_id=None)
+    assert ids.shape == (1, 20) and text == tokenizer.decode(ids[0].tolist())
 
 
 @pytest.mark.parametrize("split", [1, 5, 31])

@@ -164,10 +164,25 @@ class CausalLM(nn.Module):
                 total += p.numel()
         return total
 
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 64, **kwargs) -> torch.Tensor:
-        """Sample a continuation; see `lmzoo.generation.generate` for the options."""
-        from lmzoo.generation import generate
-        return generate(self, input_ids, max_new_tokens=max_new_tokens, **kwargs)
+    def generate(self, inputs: torch.Tensor | str, max_new_tokens: int = 64, max_length: int | None = None,
+                 **kwargs) -> torch.Tensor | str:
+        """Continue token ids [B, L] (returns prompt + new ids) or a text prompt (returns prompt + new
+        text; needs `self.tokenizer`, which a saved model brings). `max_length`, HF's and the seeds'
+        name, caps prompt + new tokens instead. Options: `lmzoo.generation.generate`."""
+        from lmzoo.generation import generate, generate_text
+        text = isinstance(inputs, str)
+        if text and self.tokenizer is None:
+            raise LmzooError("a text prompt needs the model's tokenizer: load a saved model, or set "
+                             "model.tokenizer (e.g. lmzoo.tokenizers.get_tokenizer('bytes')) or pass token ids")
+        if max_length is not None:
+            prompt_len = len(self.tokenizer.encode(inputs)) if text else inputs.shape[-1]
+            if max_length <= prompt_len:
+                raise LmzooError(f"max_length {max_length} leaves no room after the {prompt_len}-token prompt; "
+                                 "raise it or use max_new_tokens")
+            max_new_tokens = max_length - prompt_len
+        if text:
+            return inputs + generate_text(self, self.tokenizer, inputs, max_new_tokens, **kwargs)[0]
+        return generate(self, inputs, max_new_tokens=max_new_tokens, **kwargs)
 
     def save_pretrained(self, directory, tokenizer=None) -> None:
         from lmzoo.checkpoint import save_pretrained

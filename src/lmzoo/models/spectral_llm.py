@@ -17,7 +17,8 @@ position. Decoding keeps each layer's band history and recomputes the chunk's ou
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import InitVar, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +47,18 @@ class SpectralConfig(ModelConfig):
     wavelet_type: str = "db4"
     wavelet_levels: int = 3
     spectral_loss_weight: float = 0.0   # new (not in the seed's code): L2 penalty on harmonic amplitudes
+    # The seed's constructor names, accepted so its code runs; stored as d_model / n_layers.
+    embed_dim: InitVar[int | None] = None
+    num_layers: InitVar[int | None] = None
+    num_heads: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, embed_dim: int | None, num_layers: int | None, num_heads: int | None) -> None:
+        if embed_dim is not None:
+            self.d_model = embed_dim
+        if num_layers is not None:
+            self.n_layers = num_layers
+        if num_heads is not None:
+            warnings.warn("num_heads has no effect on spectral-llm: its mixer has no attention heads", stacklevel=3)
         super().__post_init__()
         if self.embedding not in EMBEDDINGS:
             raise LmzooError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got '{self.embedding}'")
@@ -209,10 +220,9 @@ class SpectralLLM(CausalLM):
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [*super().embedding_parameters(), self.harmonic.amplitude, self.harmonic.phase]
 
-    def count_parameters(self) -> dict[str, int]:
-        """The seed's API: {"embedding", "non_embedding", "total"}."""
-        from lmzoo.accounting import count_parameters
-        return count_parameters(self)
+    def count_parameters(self) -> int:
+        """The seed's API: all parameters (`lmzoo.accounting.count_parameters` splits them)."""
+        return self.num_parameters()
 
     def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
         return [MixerState() for _ in self.blocks]
