@@ -114,13 +114,20 @@ def test_the_seed_api_names():
 
 
 @pytest.mark.parametrize("split", [1, 5, 31])
-def test_mixer_decoding_state_grows_by_the_chunk_and_matches_the_full_pass(split):
+@pytest.mark.parametrize("grad", [True, False])
+def test_mixer_decoding_state_grows_by_the_chunk_and_matches_the_full_pass(split, grad):
+    """One-token steps take the direct dot-product path; without autograd the filters are cached."""
     torch.manual_seed(0)
     model = lmzoo.create_model("spectral-llm", "nano", embedding="harmonic").eval()
     ids = torch.randint(0, 259, (2, 40))
     full = model(ids).logits
     state = model.init_state(2)
-    first = model(ids[:, :split], state=state).logits
-    assert state.layers[0].bands[0].shape[-1] == split
-    rest = torch.cat([model(ids[:, t:t + 1], state=state).logits for t in range(split, 40)], 1)
+    with torch.set_grad_enabled(grad):
+        first = model(ids[:, :split], state=state).logits
+        assert state.layers[0].bands[0].shape[-1] == split
+        rest = torch.cat([model(ids[:, t:t + 1], state=state).logits for t in range(split, 40)], 1)
     torch.testing.assert_close(torch.cat((first, rest), 1), full, atol=1e-4, rtol=1e-4)
+    cached = state.layers[0].filters
+    assert (cached is None) == grad
+    if not grad:
+        torch.testing.assert_close(cached, model.blocks[0].mixer.filters(40).detach(), atol=1e-6, rtol=1e-5)

@@ -11,8 +11,9 @@
       x += (1 - alpha) W2 GELU(W1 norm(x)) + alpha irfft(W_f * rfft(norm(x)))   (over channels, per token)
 
 No positional embedding: the long filters depend on the lag, which gives the mixer its sense of
-position. Decoding keeps each layer's band history and recomputes the chunk's outputs exactly
-(O(L) per token). See docs/architectures.md for the deviations from the seed.
+position. Decoding keeps each layer's band history; a one-token step is a dot product with the
+reversed filters (O(L) per token), a longer chunk a convolution through the FFT.
+See docs/architectures.md for the deviations from the seed.
 """
 from __future__ import annotations
 
@@ -106,11 +107,12 @@ class ImplicitFilters(nn.Module):
         self.register_buffer("feature_freqs", 2 * math.pi / FILTER_HORIZON * 2.0 ** torch.arange(FILTER_FEATURES),
                              persistent=False)
 
-    def forward(self, length: int) -> torch.Tensor:
-        t = torch.arange(length, device=self.log_rate.device, dtype=torch.float32)
+    def forward(self, length: int, start: int = 0) -> torch.Tensor:
+        """[bands, D, length - start]: the filters at lags start .. length-1 (each lag on its own)."""
+        t = torch.arange(start, length, device=self.log_rate.device, dtype=torch.float32)
         phase = t[:, None] * self.feature_freqs
         shape = self.mlp(torch.cat((phase.sin(), phase.cos()), -1))               # [L, B*D]
-        shape = shape.view(length, self.bands, self.d_model).permute(1, 2, 0)      # [B, D, L]
+        shape = shape.view(len(t), self.bands, self.d_model).permute(1, 2, 0)      # [B, D, L]
         return shape * torch.exp(-self.log_rate.exp()[..., None] * t)
 
 
@@ -136,12 +138,22 @@ class MultiResolutionMixer(nn.Module):
         n = v.shape[-1]
         if state is not None:
             bands = state.extend(bands, inputs, self.decompose.history_lengths())
-        filters = self.filters(bands[0].shape[-1])
-        outputs = [w * fft_causal_conv(band, filters[i]) for i, (w, band) in enumerate(zip(self.band_weight, bands))]
+        length = bands[0].shape[-1]
+        if state is not None and not torch.is_grad_enabled():
+            filters = state.cached_filters(self.filters, length)
+        else:
+            filters = self.filters(length)
+        if n == 1:
+            # One new token: its output is one dot product per band and channel with the reversed
+            # filter, O(L), instead of a whole convolution through the FFT.
+            outputs = [w * (band * filters[i].flip(-1).to(band.dtype)).sum(-1, keepdim=True)
+                       for i, (w, band) in enumerate(zip(self.band_weight, bands))]
+        else:
+            outputs = [w * fft_causal_conv(band, filters[i])[..., -n:]
+                       for i, (w, band) in enumerate(zip(self.band_weight, bands))]
         if self.record is not None:
-            self.record.extend(float(o[..., -n:].square().mean()) for o in outputs)
-        mixed = sum(outputs)
-        return self.out(F.silu(gate) * mixed[..., -n:].transpose(1, 2))
+            self.record.extend(float(o.square().mean()) for o in outputs)
+        return self.out(F.silu(gate) * sum(outputs).transpose(1, 2))
 
 
 class MixerState:
@@ -151,6 +163,15 @@ class MixerState:
     def __init__(self):
         self.bands: list[torch.Tensor] | None = None
         self.levels: list[torch.Tensor] | None = None
+        self.filters: torch.Tensor | None = None  # without autograd only: lags computed so far
+
+    def cached_filters(self, make: "ImplicitFilters", length: int) -> torch.Tensor:
+        """The filters up to `length`, computing only the lags not seen before."""
+        have = 0 if self.filters is None else self.filters.shape[-1]
+        if length > have:
+            new = make(length, start=have)
+            self.filters = new if self.filters is None else torch.cat((self.filters, new), -1)
+        return self.filters[..., :length]
 
     def level_history(self, v: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
         if self.levels is None:
