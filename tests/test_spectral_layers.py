@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lmzoo.layers.long_conv import direct_causal_conv, fft_causal_conv
+from lmzoo.layers.long_conv import causal_conv_last, direct_causal_conv, fft_causal_conv
 from lmzoo.layers.wavelet import CausalWaveletDecomposition, reference_decomposition
 
 pywt = pytest.importorskip("pywt")  # the wavelet filters come from PyWavelets
@@ -43,3 +43,10 @@ def test_fft_convolution_equals_the_direct_sum_and_is_causal():
     changed = x.clone()
     changed[..., 20] += 1
     assert torch.allclose(fft_causal_conv(changed, h)[..., :20], y[..., :20], atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_last_outputs_of_the_causal_convolution_equal_the_direct_sum(n):
+    torch.manual_seed(0)
+    x, h = torch.randn(2, 4, 37), torch.randn(4, 37)
+    torch.testing.assert_close(causal_conv_last(x, h, n), direct_causal_conv(x, h)[..., -n:], atol=1e-4, rtol=1e-4)

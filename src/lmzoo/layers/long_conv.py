@@ -17,6 +17,14 @@ def fft_causal_conv(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(spectrum, n=size)[..., :n].to(x.dtype)
 
 
+def causal_conv_last(x: torch.Tensor, h: torch.Tensor, n: int) -> torch.Tensor:
+    """The last n outputs of `fft_causal_conv(x, h)`. For one output (a decoding step) that is one
+    dot product per channel with the reversed filter, O(L), instead of a whole FFT convolution."""
+    if n == 1:
+        return (x * h.flip(-1).to(x.dtype)).sum(-1, keepdim=True)
+    return fft_causal_conv(x, h)[..., -n:]
+
+
 def direct_causal_conv(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """The same sum computed directly, O(L^2) (the reference, and the decoding form)."""
     n = x.shape[-1]

@@ -27,7 +27,7 @@ from torch import nn
 
 from lmzoo.config import ModelConfig
 from lmzoo.errors import LmzooError
-from lmzoo.layers.long_conv import fft_causal_conv
+from lmzoo.layers.long_conv import causal_conv_last
 from lmzoo.layers.norm import RMSNorm
 from lmzoo.layers.wavelet import CausalWaveletDecomposition
 from lmzoo.modeling import CausalLM, State
@@ -143,14 +143,7 @@ class MultiResolutionMixer(nn.Module):
             filters = state.cached_filters(self.filters, length)
         else:
             filters = self.filters(length)
-        if n == 1:
-            # One new token: its output is one dot product per band and channel with the reversed
-            # filter, O(L), instead of a whole convolution through the FFT.
-            outputs = [w * (band * filters[i].flip(-1).to(band.dtype)).sum(-1, keepdim=True)
-                       for i, (w, band) in enumerate(zip(self.band_weight, bands))]
-        else:
-            outputs = [w * fft_causal_conv(band, filters[i])[..., -n:]
-                       for i, (w, band) in enumerate(zip(self.band_weight, bands))]
+        outputs = [w * causal_conv_last(band, h, n) for w, band, h in zip(self.band_weight, bands, filters)]
         if self.record is not None:
             self.record.extend(float(o.square().mean()) for o in outputs)
         return self.out(F.silu(gate) * sum(outputs).transpose(1, 2))
