@@ -42,11 +42,11 @@ def test_attention_matches_explicit_softmax(window):
 
 def test_single_token_decode_attends_to_all_cached_keys():
     """The Complexity seed passed is_causal=True with q_len=1, which attends to key 0 only."""
-    cache = KVCache(capacity=2)
+    cache = KVCache()
     k = torch.randn(1, 2, 5, 8)
     cache.update(k, k, start=0)
     keys, _, mask = cache.update(torch.randn(1, 2, 1, 8), torch.randn(1, 2, 1, 8), start=5)
-    assert keys.shape[2] == 6 and mask is None  # grew past its capacity, no mask = sees all
+    assert keys.shape[2] == 6 and mask is None  # grew past the first chunk, no mask = sees all
     keys, _, mask = cache.update(torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8), start=6)
     # Chunked prefill: bottom-right aligned causal mask.
     assert mask.tolist() == [[True] * 7 + [False] * 2, [True] * 8 + [False], [True] * 9]

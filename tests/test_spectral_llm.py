@@ -121,7 +121,7 @@ def test_mixer_decoding_state_grows_by_the_chunk_and_matches_the_full_pass(split
     model = lmzoo.create_model("spectral-llm", "nano", embedding="harmonic").eval()
     ids = torch.randint(0, 259, (2, 40))
     full = model(ids).logits
-    state = model.init_state(2)
+    state = model.init_state()
     with torch.set_grad_enabled(grad):
         first = model(ids[:, :split], state=state).logits
         assert state.layers[0].bands[0].shape[-1] == split

@@ -1,4 +1,9 @@
-"""Saving and loading models: config.json + model.safetensors (+ tokenizer). No pickle."""
+"""Saving and loading models: config.json + model.safetensors (+ tokenizer). No pickle.
+
+This module knows files, not architectures: loading into a given model class lives here, and
+finding the class for a directory's `arch` is the registry's (`lmzoo.registry.load_model`).
+A training run's directory is resolved to a checkpoint above both, in `lmzoo.training.checkpointing`.
+"""
 from __future__ import annotations
 
 import json
@@ -31,15 +36,17 @@ def save_pretrained(model, directory: str | Path, tokenizer=None) -> None:
             tokenizer.save(tmp)
 
 
-def read_config(directory: str | Path):
-    from lmzoo.registry import get_architecture
-
+def read_config_dict(directory: str | Path) -> dict:
+    """config.json of a model directory as a dict naming its `arch`, or a one-line LmzooError."""
     directory = Path(directory)
     if not directory.is_dir():
         raise LmzooError(f"no model directory at '{directory}'; pass a folder written by save_pretrained "
                          "or a training checkpoint")
     path = directory / CONFIG_FILE
     if not path.is_file():
+        if (directory / "checkpoints").is_dir():
+            raise LmzooError(f"'{directory}' is a training run, not a model folder; load it with lmzoo.load() "
+                             "(its newest checkpoint) or pass one of its checkpoints")
         raise LmzooError(f"'{directory}' has no {CONFIG_FILE}; it is not an lmzoo model directory")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -47,7 +54,7 @@ def read_config(directory: str | Path):
         raise LmzooError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, use an earlier one") from e
     if not isinstance(data, dict) or "arch" not in data:
         raise LmzooError(f"{path} names no 'arch'; it is not an lmzoo model config")
-    return get_architecture(data["arch"]).config_cls.from_dict(data)
+    return data
 
 
 def load_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
@@ -72,34 +79,13 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state, strict=False)
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model or checkpoint directory as given; a training run's directory -> its newest valid checkpoint."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir():
-        from lmzoo.training.checkpointing import latest_valid_checkpoint
-
-        found = latest_valid_checkpoint(path / "checkpoints")
-        if found is None:
-            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
-        return found.path
-    return path
-
-
-def load(directory: str | Path, map_location: str = "cpu", expect: type | None = None):
-    """Rebuild a model saved by `save_pretrained`, a trainer checkpoint, or a run's newest checkpoint."""
-    from lmzoo.registry import get_architecture
-
-    directory = resolve_model_dir(directory)
-    config = read_config(directory)
-    arch = get_architecture(config.arch)
-    if expect is not None and not issubclass(arch.model_cls, expect):
-        raise LmzooError(f"'{directory}' holds a '{config.arch}' model, not a {expect.__name__}; "
-                         "load it with lmzoo.load()")
-    model = arch.model_cls(config)
+def load_into_class(model_cls: type, config, directory: str | Path, map_location: str = "cpu"):
+    """Build `model_cls(config)`, fill it with the directory's weights (and tokenizer), eval mode."""
+    directory = Path(directory)
+    model = model_cls(config)
     load_state_into(model, load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
     model.to(map_location)
-    tokenizer_file = directory / "tokenizer.json"
-    if tokenizer_file.is_file():
+    if (directory / "tokenizer.json").is_file():
         from lmzoo.tokenizers import load_tokenizer
         model.tokenizer = load_tokenizer(directory)
     return model.eval()

@@ -19,6 +19,8 @@ class ModelConfig:
     """Fields every architecture has. Subclasses add their own."""
 
     arch: ClassVar[str] = ""
+    # Keys older lmzoo versions wrote that no longer mean anything: dropped when a config is read.
+    removed_keys: ClassVar[tuple[str, ...]] = ()
     vocab_size: int = 259
     d_model: int = 128
     n_layers: int = 4
@@ -45,6 +47,8 @@ class ModelConfig:
             raise LmzooError(f"config is for architecture '{arch}', not '{cls.arch}'; load it with lmzoo.load()")
         if version > CONFIG_VERSION:
             raise LmzooError(f"config version {version} is newer than this lmzoo ({CONFIG_VERSION}); upgrade lmzoo")
+        for key in cls.removed_keys:
+            data.pop(key, None)
         check_keys(cls, data)
         return cls(**data)
 

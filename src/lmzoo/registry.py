@@ -1,9 +1,15 @@
-"""The architecture registry: name -> (model class, config class, size presets)."""
+"""The architecture registry: name -> (model class, config class, size presets).
+
+Model modules register themselves when imported; `lmzoo/__init__.py` imports them all, so the
+registry is complete as soon as any part of lmzoo is imported.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+from lmzoo.checkpoint import load_into_class, read_config_dict
 from lmzoo.config import ModelConfig, check_keys
 from lmzoo.errors import LmzooError
 
@@ -35,19 +41,13 @@ def register(name: str, config_cls: type[ModelConfig], presets: dict[str, dict[s
     return wrap
 
 
-def _ensure_loaded() -> None:
-    import lmzoo.models  # noqa: F401  (importing registers every architecture)
-
-
 def get_architecture(name: str) -> Architecture:
-    _ensure_loaded()
     if name not in _ARCHITECTURES:
         raise LmzooError(f"unknown architecture '{name}'; choose one of: {', '.join(list_architectures())}")
     return _ARCHITECTURES[name]
 
 
 def list_architectures() -> list[str]:
-    _ensure_loaded()
     return list(_ARCHITECTURES)
 
 
@@ -67,3 +67,20 @@ def create_model(arch: str, size: str = "nano", **overrides: Any):
     """Build an architecture at a named size; keyword overrides replace config fields."""
     config = make_config(arch, size, **overrides)
     return get_architecture(arch).model_cls(config)
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    """The validated config of a model directory, as its architecture's config class."""
+    data = read_config_dict(directory)
+    return get_architecture(data["arch"]).config_cls.from_dict(data)
+
+
+def load_model(directory: str | Path, map_location: str = "cpu", expect: type | None = None):
+    """The model saved in `directory` (by `save_pretrained`, or a trainer checkpoint), whatever its
+    architecture; `expect` (a class) makes any other architecture an error."""
+    config = read_config(directory)
+    arch = get_architecture(config.arch)
+    if expect is not None and not issubclass(arch.model_cls, expect):
+        raise LmzooError(f"'{directory}' holds a '{config.arch}' model, not a {expect.__name__}; "
+                         "load it with lmzoo.load()")
+    return load_into_class(arch.model_cls, config, directory, map_location)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import lmzoo
-from lmzoo.checkpoint import resolve_model_dir
+from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
 from lmzoo.errors import LmzooError
 from lmzoo.memory import peak_rss_mb
@@ -147,7 +147,7 @@ def run_generate_with_context(args) -> None:
 
     from tqdm import tqdm
 
-    from lmzoo.generation import feed, generate_text, iter_file_token_chunks, state_nbytes
+    from lmzoo.generation import feed, generate_text, iter_file_token_chunks
 
     if args.prompt is not None and len(args.prompt) > 1:
         raise LmzooError(f"--context-file continues one text: pass at most one --prompt, got {len(args.prompt)}")
@@ -155,7 +155,7 @@ def run_generate_with_context(args) -> None:
         raise LmzooError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     prompt = args.prompt[0] if args.prompt else ""
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
-    state = model.init_state(1, capacity=args.chunk_size)
+    state = model.init_state()
     sizes: list[int] = []  # the state's bytes after the first and after the latest chunk
     bar = tqdm(desc="context", unit="tok", unit_scale=True, dynamic_ncols=True, disable=None)  # None: terminal only
 
@@ -163,7 +163,7 @@ def run_generate_with_context(args) -> None:
         bar.update(fed - bar.n)
         if len(sizes) == 2:
             sizes.pop()
-        sizes.append(state_nbytes(state))
+        sizes.append(state.nbytes())
 
     started = time.perf_counter()
     try:
@@ -175,11 +175,10 @@ def run_generate_with_context(args) -> None:
     rate = state.position / max(seconds, 1e-9)
     print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({rate:,.0f} tokens/s); "
           f"state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
-    if sizes[-1] > sizes[0]:
-        arch = getattr(model.config, "arch", type(model).__name__)
-        print(f"lmzoo: note: the {arch} state grew from {sizes[0] / 2**20:.1f} to {sizes[-1] / 2**20:.1f} MB while "
-              "feeding: memory grows with the context for this architecture (constant-size state: efficia-1, "
-              "spike-transformer, spike-walze, transformer with a window)", file=sys.stderr)
+    if not model.constant_state and sizes[-1] > sizes[0]:
+        print(f"lmzoo: note: the {model.config.arch} state grew from {sizes[0] / 2**20:.1f} to "
+              f"{sizes[-1] / 2**20:.1f} MB while feeding: its memory grows with the context (architectures "
+              f"with a constant-size state: {', '.join(constant_state_architectures())})", file=sys.stderr)
     stream = not args.no_stream
     if stream:
         sys.stdout.write(prompt)
@@ -252,3 +251,9 @@ def run_qa_eval(args) -> None:
     for item in result["examples"]:
         mark = "exact" if item["exact"] else "substring" if item["substring"] else "wrong"
         print(f"  Q: {item['question']!r}\n     expected {item['reference']!r}, got {item['prediction']!r} ({mark})")
+
+
+def constant_state_architectures() -> list[str]:
+    """Registered architectures whose decoding state has a fixed size at their default config."""
+    import lmzoo
+    return [arch for arch in lmzoo.list_architectures() if lmzoo.create_model(arch, "nano").constant_state]

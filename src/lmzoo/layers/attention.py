@@ -44,8 +44,8 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
         self.rope = RotaryEmbedding(self.head_dim, rope_theta)
 
-    def new_cache(self, capacity: int = 256):
-        return RingKVCache(self.window) if self.window else KVCache(capacity)
+    def new_state(self) -> KVCache | RingKVCache:
+        return RingKVCache(self.window) if self.window else KVCache()
 
     def forward(self, x: torch.Tensor, start: int = 0, cache=None) -> torch.Tensor:
         b, n, _ = x.shape

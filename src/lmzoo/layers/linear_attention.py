@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.layers.precision import upcast
 from lmzoo.layers.short_conv import ShortConv
+from lmzoo.layers.state import LayerState
 
 EPS = 1e-6
 MAX_CHUNK = 64
@@ -36,14 +38,11 @@ def chunk_size(window: int) -> int:
     return window if window <= MAX_CHUNK else math.gcd(window, MAX_CHUNK)
 
 
-class LinearAttentionState:
+class LinearAttentionState(LayerState):
     """Running sums of the current window: S = sum phi(k) v^T [B, H, dh, dh], z = sum phi(k) [B, H, dh];
-    `tail`: the short convolution's last inputs."""
+    `tail`: the short convolution's last inputs [B, conv_size - 1, D]."""
 
-    def __init__(self):
-        self.S: torch.Tensor | None = None
-        self.z: torch.Tensor | None = None
-        self.tail: torch.Tensor | None = None
+    batch_dims = {"S": 0, "z": 0, "tail": 0}
 
 
 def reference_linear_attention(q, k, v, window: int, overlap: bool = False) -> torch.Tensor:
@@ -74,6 +73,13 @@ def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,
     return torch.stack(outs, dim=2)
 
 
+def exclusive_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sums of the entries before each one along `dim` (the first is 0). Unlike cumsum - x, the
+    rounding of an entry's sum never involves the entries after it."""
+    shifted = x.narrow(dim, 0, x.shape[dim] - 1).cumsum(dim)
+    return torch.cat((torch.zeros_like(x.narrow(dim, 0, 1)), shifted), dim)
+
+
 def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
                              state: LinearAttentionState | None = None) -> torch.Tensor:
     """Parallel form on feature-mapped q, k [B, H, n, dh]; continues from and updates `state` if given."""
@@ -94,8 +100,7 @@ def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
     chunk_z = kc.sum(-2)                                                # [B, H, G, K, dh]
     if overlap:  # one running sum over every chunk of the call
         chunk_S, chunk_z = chunk_S.flatten(2, 3)[:, :, None], chunk_z.flatten(2, 3)[:, :, None]
-    S = chunk_S.cumsum(3) - chunk_S                                     # sums before each chunk
-    z = chunk_z.cumsum(3) - chunk_z
+    S, z = exclusive_cumsum(chunk_S, 3), exclusive_cumsum(chunk_z, 3)  # sums before each chunk
     carried = state is not None and state.S is not None and (overlap or start % window != 0)
     if carried:  # the earlier part of the first window (every window, with overlap)
         first = slice(None) if overlap else slice(0, 1)
@@ -137,7 +142,7 @@ class LocalLinearAttention(nn.Module):
                 state.tail = tail
         q, k, v = self.qkv(h).view(B, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # fp32 for the running sums and the normaliser (bf16 loses the denominator's precision)
-        q, k, v = feature_map(q.float()), feature_map(k.float()), v.float()
+        q, k, v = feature_map(upcast(q)), feature_map(upcast(k)), upcast(v)
         if state is not None and n == 1:
             y = recurrent_linear_attention(q, k, v, start, self.window, self.overlap, state)
         else:

@@ -15,15 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmzoo.layers.kv_cache import causal_mask
+from lmzoo.layers.state import LayerState
 from lmzoo.layers.rotary import RotaryEmbedding
 
 
-class WindowHistory:
+class WindowHistory(LayerState):
     """One layer's keys/values of the w-1 tokens before the next chunk (decoding state)."""
 
-    def __init__(self):
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+    batch_dims = {"k": 0, "v": 0}  # [B, w-1, Hkv, Dh]
 
 
 class GatedLocalAttention(nn.Module):

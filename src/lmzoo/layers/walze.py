@@ -17,15 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.layers.state import LayerState
+
 DEFAULT_TAPS = (0, 1, 2, 31, 32, 33)
 
 
-class WalzeBuffer:
+class WalzeBuffer(LayerState):
     """Circular buffer of one layer's last R roller inputs, per sample ([B, R, D], zeros = before t=0)."""
 
+    batch_dims = {"slots": 0}
+
     def __init__(self, span: int):
+        super().__init__()
         self.span = span
-        self.slots: torch.Tensor | None = None
 
     def history(self, like: torch.Tensor, start: int) -> torch.Tensor:
         """Inputs at positions start-R .. start-1, oldest first: [B, R, D]."""

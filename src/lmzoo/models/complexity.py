@@ -52,6 +52,8 @@ class ComplexityConfig(TransformerConfig):
 @register("complexity", ComplexityConfig, {**dense_presets(SIZES), **dense_presets(SEED_SIZES)},
           "Transformer with QK-norm and a token-id-routed MLP (1/E MLP FLOPs per token)")
 class ComplexityLM(TransformerLM):
+    lora_targets = ("qkv",)  # the experts are stacked parameters, not nn.Linear layers
+
     def make_mlp(self, config: ComplexityConfig) -> nn.Module:
         return TokenRoutedMLP(config.d_model, config.d_ff, config.n_experts)
 

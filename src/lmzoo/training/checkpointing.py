@@ -26,9 +26,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, read_config
+from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights
 from lmzoo.errors import LmzooError
 from lmzoo.io import atomic_directory
+from lmzoo.registry import load_model, read_config
 from lmzoo.training.metrics import warn
 
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -203,3 +204,19 @@ def latest_valid_checkpoint(root: str | Path, verbose: bool = True) -> Checkpoin
             if verbose:
                 warn(f"skipping checkpoint {path.name}: {e}")
     return None
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model or checkpoint directory as given; a training run's directory -> its newest valid checkpoint."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir():
+        found = latest_valid_checkpoint(path / "checkpoints")
+        if found is None:
+            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
+        return found.path
+    return path
+
+
+def load(path: str | Path, map_location: str = "cpu"):
+    """Rebuild a model saved by `save_pretrained`, a trainer checkpoint, or a run's newest checkpoint."""
+    return load_model(resolve_model_dir(path), map_location)
