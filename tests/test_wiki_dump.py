@@ -216,7 +216,9 @@ def test_interrupting_exception_keeps_handled_pages(dump, tmp_path, uninterrupte
     with pytest.raises(KeyboardInterrupt):
         extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)
     monkeypatch.setattr(wiki_dump, "clean_wikitext", real_clean)
-    assert len(records(out)) == 3  # Berlin, Artikel 1, Artikel 2 (Kurz was too short)
+    kept = [line for shard in sorted(out.glob("wiki-*.jsonl*")) for line in shard.open(encoding="utf-8")]
+    assert len(kept) == 3  # Berlin, Artikel 1, Artikel 2 (Kurz was too short)
+    assert len(list(out.glob("*.partial"))) == 1  # the unfinished shard never gets a final name
     assert extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)["articles"] == 8
     assert shard_bytes(out) == uninterrupted
 
