@@ -20,6 +20,7 @@ from typing import Any
 from lmzoo.errors import LmzooError
 
 _TEMP_PID = re.compile(r"\.tmp-(\d+)-")  # atomic_directory's temp names carry their writer's pid
+MAX_OWN_FILE_BYTES = 1 << 28  # a report lmzoo wrote is smaller; a bigger file is not read to find out
 
 
 def _fsync_dir(path: Path) -> None:
@@ -61,6 +62,46 @@ def check_replaceable(path: str | Path, is_own: Callable[[Path], bool], what: st
         return
     raise LmzooError(f"{path} is not empty and not an lmzoo {what}; lmzoo replaces only its own output of that "
                      "kind: choose a new or empty directory")
+
+
+def check_own_file(path: str | Path, is_own: Callable[[str], bool], what: str) -> None:
+    """Raise unless `path` is absent or a file whose text `is_own` recognises as an earlier `what`."""
+    path = Path(path)
+    if path.is_dir():
+        raise LmzooError(f"{path} is a directory; name a file")
+    if not path.exists():
+        return
+    try:
+        ours = path.stat().st_size < MAX_OWN_FILE_BYTES and is_own(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise LmzooError(f"{path} exists and is not an lmzoo {what}; lmzoo will not overwrite it: "
+                         "choose another path")
+
+
+def replace_own_file(path: str | Path, text: str, is_own: Callable[[str], bool], what: str) -> None:
+    """Write `text` to `path` in one rename; an existing file must pass `check_own_file`."""
+    check_own_file(path, is_own, what)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+
+
+def is_json_with(*keys: str) -> Callable[[str], bool]:
+    """For `check_own_file`: a JSON object holding `keys` (a report lmzoo wrote)."""
+    def check(text: str) -> bool:
+        with contextlib.suppress(json.JSONDecodeError):
+            data = json.loads(text)
+            return isinstance(data, dict) and all(key in data for key in keys)
+        return False
+    return check
+
+
+def is_jsonl_with(*keys: str) -> Callable[[str], bool]:
+    """For `check_own_file`: JSON lines, each an object holding `keys`."""
+    def check(text: str) -> bool:
+        return all(is_json_with(*keys)(line) for line in text.splitlines() if line.strip())
+    return check
 
 
 @contextlib.contextmanager

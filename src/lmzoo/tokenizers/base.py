@@ -116,6 +116,8 @@ class Tokenizer(ABC):
 def check_tokenizer_output(directory: str | os.PathLike) -> None:
     """Raise if `directory` holds a tokenizer.json that is not lmzoo's (say, a Hugging Face one):
     saving there would replace a file lmzoo did not write."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise LmzooError(f"{directory} is a file; name the directory to save tokenizer.json in")
     path = Path(directory) / TOKENIZER_FILE
     if not path.exists():
         return
