@@ -247,11 +247,11 @@ def _hash_fraction(seed: int, index: int) -> float:
 
 
 class _SplitWriter:
-    """Appends token blocks to `<name>.bin.tmp`; `commit` renames it to `<name>.bin`."""
+    """Appends token blocks to `.<name>.bin.tmp-PID`; `commit` renames it to `<name>.bin`."""
 
     def __init__(self, path: Path, eos_id: int):
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # hidden, this process's own
         self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit() or discard()
         self.eos_id = eos_id
         self.stats = {"file": path.name, "tokens": 0, "bytes": 0, "documents": 0}
