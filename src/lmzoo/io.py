@@ -99,8 +99,10 @@ def is_json_with(*keys: str) -> Callable[[str], bool]:
 
 def is_jsonl_with(*keys: str) -> Callable[[str], bool]:
     """For `check_own_file`: JSON lines, each an object holding `keys`."""
+    line_is_own = is_json_with(*keys)
+
     def check(text: str) -> bool:
-        return all(is_json_with(*keys)(line) for line in text.splitlines() if line.strip())
+        return all(line_is_own(line) for line in text.splitlines() if line.strip())
     return check
 
 
@@ -150,7 +152,7 @@ def _pid_is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
-        return True
+        pass
     return True
 
 
