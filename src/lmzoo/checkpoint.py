@@ -14,10 +14,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lmzoo.errors import LmzooError
-from lmzoo.io import atomic_directory
+from lmzoo.io import atomic_directory, check_replaceable, holds_only
+from lmzoo.locking import output_lock
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# What a saved model directory may hold: the model, its tokenizer, and the report `lmzoo
+# finetune` puts beside them. Only a directory holding nothing else is ever replaced.
+MODEL_DIR_FILES = (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "finetune.json")
+MODEL_DIR_KIND = "saved model directory (config.json + model.safetensors)"
 
 
 def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -28,8 +33,25 @@ def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
+def is_model_dir(path: Path) -> bool:
+    """A directory `save_pretrained` wrote: only its files, and a config.json naming an lmzoo arch."""
+    if not holds_only(path, MODEL_DIR_FILES, required=CONFIG_FILE):
+        return False
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("arch"), str)
+
+
+def check_model_output(directory: str | Path) -> None:
+    """Raise unless `save_pretrained` may write `directory` (absent, empty, or a saved model)."""
+    check_replaceable(directory, is_model_dir, MODEL_DIR_KIND)
+
+
 def save_pretrained(model, directory: str | Path, tokenizer=None) -> None:
-    with atomic_directory(directory) as tmp:
+    """Write the model to `directory` in one rename; an existing one must be a saved model."""
+    with output_lock(directory, "directory"), atomic_directory(directory, is_model_dir, MODEL_DIR_KIND) as tmp:
         save_file(model_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
         if tokenizer is not None:

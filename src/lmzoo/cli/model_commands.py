@@ -12,8 +12,10 @@ import lmzoo
 from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
 from lmzoo.errors import LmzooError
+from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
 
+PREDICTIONS = is_jsonl_with("question", "reference", "prediction")  # an earlier `eval --qa --out` file
 
 def register(verbs) -> None:
     p = verbs.add_parser("list", help="list architectures and their size presets")
@@ -231,17 +233,16 @@ def run_eval(args) -> None:
 def run_qa_eval(args) -> None:
     from lmzoo.training.qa_eval import evaluate_qa, read_qa_jsonl, template_for
 
+    if args.out:  # now, not after generating every answer
+        check_own_file(args.out, PREDICTIONS, "predictions file")
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     template = args.template if args.template is not None else template_for(resolve_model_dir(args.model))
     result = evaluate_qa(model, tok, read_qa_jsonl(args.qa), template=template, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size)
     items = result.pop("items")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")  # renamed into place: never a half-written file
-        tmp.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
-        tmp.replace(out)
+        replace_own_file(args.out, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items),
+                         PREDICTIONS, "predictions file")
     result["examples"] = items[:max(args.examples, 0)]
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

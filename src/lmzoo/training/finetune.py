@@ -34,6 +34,7 @@ from torch import nn
 
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
+from lmzoo.locking import output_lock
 from lmzoo.modeling import causal_lm_loss
 from lmzoo.training.optim import CosineSchedule, build_optimizer, set_lr
 from lmzoo.training.qa_eval import (
@@ -281,7 +282,13 @@ def _log(message: str, verbose: bool) -> None:
 
 def finetune(cfg: FinetuneConfig, verbose: bool = True) -> dict:
     """Fine-tune `cfg.base` on `cfg.data`, save a plain model to `cfg.out`, return the report."""
+    with output_lock(cfg.out):
+        return _finetune(cfg, verbose)
+
+
+def _finetune(cfg: FinetuneConfig, verbose: bool) -> dict:
     import lmzoo
+    from lmzoo.checkpoint import check_model_output
     from lmzoo.training.checkpointing import resolve_model_dir
 
     started = time.perf_counter()
@@ -291,6 +298,7 @@ def finetune(cfg: FinetuneConfig, verbose: bool = True) -> dict:
     base_dir = resolve_model_dir(cfg.base)
     if Path(cfg.out).resolve() == base_dir.resolve():
         raise LmzooError(f"--out {cfg.out} is the base model's directory; write the fine-tuned model elsewhere")
+    check_model_output(cfg.out)  # now, not after training: --out may only replace a saved model
     torch.manual_seed(cfg.seed)
     model = lmzoo.load(base_dir)
     tokenizer = model.tokenizer
