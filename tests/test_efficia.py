@@ -10,9 +10,9 @@ from lmzoo.layers.linear_attention import (
     chunked_linear_attention,
     feature_map,
     recurrent_linear_attention,
-    reference_linear_attention,
 )
-from lmzoo.layers.short_conv import ShortConv, reference_short_conv
+from lmzoo.layers.reference import reference_linear_attention, reference_short_conv
+from lmzoo.layers.short_conv import ShortConv
 from lmzoo.models.efficia import mixer_parameters
 
 

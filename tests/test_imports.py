@@ -18,7 +18,7 @@ RANKS = {
     # (as transformers' models inherit their generate()).
     "lmzoo.generation": 2,
     "lmzoo.models": 3,
-    "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
+    "lmzoo.seed_api": 4, "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
     "lmzoo.data": 5, "lmzoo.training": 5,
     "lmzoo.cli": 6,
 }

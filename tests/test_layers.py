@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from lmzoo.layers.attention import Attention, reference_attention
+from lmzoo.layers.attention import Attention
+from lmzoo.layers.reference import reference_attention
 from lmzoo.layers.kv_cache import KVCache, RingKVCache, causal_mask
 from lmzoo.layers.rotary import RotaryEmbedding
 from lmzoo.layers.token_routed_mlp import TokenRoute, TokenRoutedMLP, grouped_matmul, looped_matmul

@@ -93,7 +93,7 @@ def test_spectral_loss_weight_adds_an_l2_penalty_on_the_harmonic_amplitudes():
 
 
 def test_the_seed_api_names():
-    from lmzoo.models.spectral_llm import SpectralConfig, SpectralLLM
+    from lmzoo.seed_api import SpectralConfig, SpectralLLM
 
     with pytest.warns(UserWarning, match="num_heads has no effect"):
         config = SpectralConfig(vocab_size=259, embed_dim=64, num_heads=8, num_layers=2, harmonic_bases=8,

@@ -6,9 +6,10 @@ import torch
 
 import lmzoo
 from lmzoo.accounting import flops_per_token
-from lmzoo.layers.local_attention import GatedLocalAttention, WindowHistory, reference_local_attention
+from lmzoo.layers.local_attention import GatedLocalAttention, WindowHistory
+from lmzoo.layers.reference import reference_local_attention, reference_walze_conv
 from lmzoo.layers.spike_gate import SpikeGate, anneal_temperature, forced_spikes
-from lmzoo.layers.walze import CausalWalze, reference_walze_conv
+from lmzoo.layers.walze import CausalWalze
 
 
 @pytest.mark.parametrize("dilation", [1, 2])

@@ -1,14 +1,13 @@
 """The surface every architecture shares: output type, decoding state, and the base LM class.
 
-A subclass builds its layers and implements `backbone(input_ids, state) -> (hidden, aux_loss,
-stats)`; embedding of ids, input checks, the LM head, the shifted loss, the state bookkeeping,
-generation and saving live here once.
+A subclass builds `blocks` and implements `backbone(input_ids, state) -> (hidden, aux_loss,
+stats)`, usually through the one block loop `run_blocks`; embedding of ids, input checks, the LM
+head, the shifted loss, the state bookkeeping, generation and saving live here once.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F

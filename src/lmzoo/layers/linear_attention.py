@@ -11,7 +11,7 @@ stream). Three forms give the same numbers (tested against each other):
   chunk a masked [C, C] product, across chunks the running sums (prefix sums of per-chunk
   k^T v). Work and memory are linear in the length.
 - `recurrent_linear_attention`: one token at a time from the running sums (decoding).
-- `reference_linear_attention`: the quadratic masked form, for tests.
+- `lmzoo.layers.reference.reference_linear_attention`: the quadratic masked form, for tests.
 """
 from __future__ import annotations
 
@@ -43,16 +43,6 @@ class LinearAttentionState(LayerState):
     `tail`: the short convolution's last inputs [B, conv_size - 1, D]."""
 
     batch_dims = {"S": 0, "z": 0, "tail": 0}
-
-
-def reference_linear_attention(q, k, v, window: int, overlap: bool = False) -> torch.Tensor:
-    """Quadratic form on feature-mapped q, k [B, H, L, dh] from position 0."""
-    pos = torch.arange(q.shape[-2], device=q.device)
-    visible = pos[None, :] <= pos[:, None]
-    if not overlap:
-        visible &= (pos[None, :] // window) == (pos[:, None] // window)
-    scores = (q @ k.transpose(-1, -2)) * visible
-    return (scores @ v) / (scores.sum(-1, keepdim=True) + EPS)
 
 
 def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,

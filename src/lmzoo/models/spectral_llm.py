@@ -18,8 +18,7 @@ See docs/architectures.md for the deviations from the seed.
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,18 +49,8 @@ class SpectralConfig(ModelConfig):
     wavelet_type: str = "db4"
     wavelet_levels: int = 3
     spectral_loss_weight: float = 0.0   # new (not in the seed's code): L2 penalty on harmonic amplitudes
-    # The seed's constructor names, accepted so its code runs; stored as d_model / n_layers.
-    embed_dim: InitVar[int | None] = None
-    num_layers: InitVar[int | None] = None
-    num_heads: InitVar[int | None] = None
 
-    def __post_init__(self, embed_dim: int | None, num_layers: int | None, num_heads: int | None) -> None:
-        if embed_dim is not None:
-            self.d_model = embed_dim
-        if num_layers is not None:
-            self.n_layers = num_layers
-        if num_heads is not None:
-            warnings.warn("num_heads has no effect on spectral-llm: its mixer has no attention heads", stacklevel=3)
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.embedding not in EMBEDDINGS:
             raise LmzooError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got '{self.embedding}'")
@@ -241,10 +230,6 @@ class SpectralLM(CausalLM):
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [*super().embedding_parameters(), self.harmonic.amplitude, self.harmonic.phase]
 
-    def count_parameters(self) -> int:
-        """The seed's API: all parameters (`lmzoo.accounting.count_parameters` splits them)."""
-        return self.num_parameters()
-
     def backbone(self, input_ids: torch.Tensor, state: State | None):
         stats = {}
         if self.embed is None:
@@ -264,5 +249,3 @@ class SpectralLM(CausalLM):
             return self.lm_head(hidden)
         return F.linear(hidden, self.harmonic())  # tied to the harmonic embedding: 2 H parameters per token
 
-
-SpectralLLM = SpectralLM  # the seed's class name
