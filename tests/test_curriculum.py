@@ -15,7 +15,7 @@ from tqdm import tqdm
 from lmzoo import create_model
 from lmzoo.cli.main import main as lmzoo_main
 from lmzoo.data import TokenDataset, prepare_dataset
-from lmzoo.data.difficulty import (
+from lmzoo.training.difficulty import (
     compression_ratio,
     mean_sentence_words,
     reference_losses,

@@ -3,17 +3,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import test_contract as contract  # a module, so pytest does not collect its tests here again
 from conftest import contract_cases
-from test_contract import (
-    assert_close,
-    build,
-    random_ids,
-    test_bad_input,
-    test_causality,
-    test_decode_parity,
-    test_learning,
-    test_save_load_round_trip,
-)
+from test_contract import assert_close, build, random_ids
 from torch import nn
 
 import lmzoo
@@ -76,19 +68,20 @@ def test_layer_state_select_and_to_follow_the_declared_batch_dims():
 @dataclass
 class PrefixMeanConfig(ModelConfig):
     vocab_size: int = 259
-    d_model: int = 32
+    d_model: int = 64
     n_layers: int = 2
 
 
 class PrefixMeanState(LayerState):
-    batch_dims = {"total": 0}  # [B, D]: the sum of the block's inputs so far
+    batch_dims = {"total": 0, "last": 0}  # [B, D]: the sum of the block's inputs so far, the last input
 
 
 class PrefixMeanBlock(nn.Module):
-    """x_t += W mean_{j <= t} x_j: the smallest causal token mixer with a constant-size state."""
+    """x_t += A x_{t-1} + B mean_{j <= t} x_j: a small causal token mixer with a constant-size state."""
 
     def __init__(self, d: int):
         super().__init__()
+        self.shift = nn.Linear(d, d, bias=False)
         self.mix = nn.Linear(d, d, bias=False)
         self.ffn = nn.Linear(d, d)
 
@@ -97,12 +90,14 @@ class PrefixMeanBlock(nn.Module):
 
     def forward(self, x, context: BlockContext, state: PrefixMeanState | None):
         sums = x.cumsum(1)
+        previous = torch.cat((x.new_zeros(x.shape[0], 1, x.shape[2]), x[:, :-1]), 1)
         if state is not None and state.total is not None:
             sums = sums + state.total[:, None]
+            previous[:, 0] = state.last
         if state is not None:
-            state.total = sums[:, -1]
+            state.total, state.last = sums[:, -1], x[:, -1]
         count = torch.arange(context.start + 1, context.start + x.shape[1] + 1, dtype=x.dtype)
-        x = x + self.mix(sums / count[:, None])
+        x = x + self.shift(previous) + self.mix(sums / count[:, None])
         return x + self.ffn(torch.tanh(x))
 
 
@@ -131,11 +126,11 @@ def toy_architecture():
 
 def test_a_new_architecture_needs_one_model_file_and_one_registry_entry(toy_architecture, tmp_path):
     arch = toy_architecture
-    test_causality(arch, {}, "train")
-    for contract_test in (test_decode_parity, test_learning):
-        contract_test(arch, {})
-    test_save_load_round_trip(arch, {}, tmp_path)
-    test_bad_input(arch)
+    contract.test_causality(arch, {}, "train")
+    contract.test_decode_parity(arch, {})
+    contract.test_learning(arch, {})
+    contract.test_save_load_round_trip(arch, {}, tmp_path)
+    contract.test_bad_input(arch)
     test_selecting_rows_continues_each_row_exactly(arch, {})
     test_state_size_is_declared_and_counted(arch)
     # What the tools around the model read from its declarations:

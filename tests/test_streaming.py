@@ -1,6 +1,7 @@
 """Long contexts: feeding in chunks, reading a file in pieces, continuing a fed context."""
 import pytest
 import torch
+from conftest import contract_cases
 
 import lmzoo
 from lmzoo.errors import LmzooError
@@ -9,9 +10,9 @@ from lmzoo.modeling import State
 from lmzoo.tokenizers import get_tokenizer
 from lmzoo.tokenizers.base import TOKENIZER_KINDS
 
-# Every registered architecture (a new one is covered once registered) and the windowed baseline.
-VARIANTS = [pytest.param((arch, {}), id=arch) for arch in lmzoo.list_architectures()]
-VARIANTS.append(pytest.param(("transformer", {"window": 7}), id="transformer-window=7"))
+# The contract's cases: every registered architecture and its variants (spectral-llm without a
+# token table, the windowed baseline, efficia-1's ablations...).
+VARIANTS = [pytest.param(tuple(case.values), id=case.id) for case in contract_cases()]
 
 
 @pytest.fixture(params=VARIANTS)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 import lmzoo
+from lmzoo.devices import resolve_device
 from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
 from lmzoo.errors import LmzooError
@@ -80,14 +81,6 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop", action="append", default=[], help="stop string; repeatable")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LmzooError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return torch.device(name)
 
 
 def load_model_and_tokenizer(directory: str, device: torch.device):

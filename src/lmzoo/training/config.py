@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from lmzoo.data.difficulty import SCORERS
+from lmzoo.devices import DTYPES
 from lmzoo.errors import LmzooError
+from lmzoo.training.difficulty import SCORERS
 
-DTYPES = ("auto", "fp32", "bf16")
 NAN_POLICIES = ("skip", "stop")
 CURRICULA = ("none", "stages", "competence")
 CURRICULUM_METRICS = ("accuracy", "bpb")

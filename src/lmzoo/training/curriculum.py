@@ -1,7 +1,7 @@
 """Curriculum learning: which windows a step trains on as the run goes (`--curriculum`).
 
 The train split is cut into aligned windows of seq_len tokens, each scored once at startup by a
-scorer of `lmzoo.data.difficulty` (scores cached under OUT/curriculum/, so a resume does not
+scorer of `lmzoo.training.difficulty` (scores cached under OUT/curriculum/, so a resume does not
 rescore). Two schedules then decide what a step may draw:
 
 - `stages` (the Spike-Walze seed): windows fall into stages A-D (the seed's sentence-length
@@ -30,7 +30,7 @@ from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from lmzoo.training.checkpointing import load as load_model
 from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.data.dataset import _to_tensor
-from lmzoo.data.difficulty import (
+from lmzoo.training.difficulty import (
     N_STAGES,
     STAGE_NAMES,
     cache_path,

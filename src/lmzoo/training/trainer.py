@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from lmzoo.checkpoint import WEIGHTS_FILE, load_state_into
+from lmzoo.devices import autocast, autocast_dtype
 from lmzoo.errors import LmzooError
 from lmzoo.locking import output_lock
 from lmzoo.registry import create_model, get_architecture
@@ -138,11 +139,6 @@ def _build_model(cfg: TrainConfig, train_data, val_data):
     return model
 
 
-def _autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    bf16 = name == "bf16" or (name == "auto" and device.type == "cuda")
-    return torch.bfloat16 if bf16 else None
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: DistEnv, stop: StopRequest):
         self.cfg, self.env, self.stop = cfg, env, stop
@@ -160,7 +156,7 @@ class Trainer:
         self.wrapped = wrap_model(self.model, env, cfg.fsdp)
         self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
-        self.autocast_dtype = _autocast_dtype(cfg.dtype, env.device)
+        self.autocast_dtype = autocast_dtype(cfg.dtype, env.device)
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * env.world_size * cfg.seq_len
         self.total_steps = (cfg.max_steps if cfg.max_tokens is None
                             else math.ceil(cfg.max_tokens / self.tokens_per_step))
@@ -205,9 +201,7 @@ class Trainer:
 
     # ---- one optimizer step ----------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
+        return autocast(self.autocast_dtype, self.env.device)
 
     def _train_step(self):
         """Forward/backward over the micro-batches, clip, update. Returns device tensors only."""
