@@ -5,11 +5,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lmzoo.errors import LmzooError
 from lmzoo.io import atomic_directory
+from lmzoo.sizing import check_memory, meta_model, saved_shapes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -59,16 +60,31 @@ def load_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tenso
         raise LmzooError(f"{path} is corrupt or truncated ({e}); re-save it or use an earlier checkpoint") from e
 
 
-def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    expected = set(model_state_dict(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+def read_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, from its header alone (nothing loaded)."""
+    if not path.is_file():
+        raise LmzooError(f"missing weights file {path}; the checkpoint is incomplete, use an earlier one")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LmzooError(f"{path} is corrupt or truncated ({e}); re-save it or use an earlier checkpoint") from e
+
+
+def check_shapes(expected: dict[str, tuple], found: dict[str, tuple], source: Path, arch: str) -> None:
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
-        raise LmzooError(f"{source} does not match architecture '{model.config.arch}' "
+        raise LmzooError(f"{source} does not match architecture '{arch}' "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was it saved by another model?")
-    for name, tensor in model_state_dict(model).items():
-        if state[name].shape != tensor.shape:
-            raise LmzooError(f"{source}: '{name}' has shape {tuple(state[name].shape)}, the config expects "
-                             f"{tuple(tensor.shape)}; config.json and weights do not belong together")
+    for name, shape in expected.items():
+        if tuple(found[name]) != tuple(shape):
+            raise LmzooError(f"{source}: '{name}' has shape {tuple(found[name])}, the config expects "
+                             f"{tuple(shape)}; config.json and weights do not belong together")
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    check_shapes(saved_shapes(model), {name: tuple(t.shape) for name, t in state.items()}, source,
+                 model.config.arch)
     model.load_state_dict(state, strict=False)
 
 
@@ -95,11 +111,27 @@ def load(directory: str | Path, map_location: str = "cpu", expect: type | None =
     if expect is not None and not issubclass(arch.model_cls, expect):
         raise LmzooError(f"'{directory}' holds a '{config.arch}' model, not a {expect.__name__}; "
                          "load it with lmzoo.load()")
+    # Config and weights header are checked against each other on the meta device before
+    # anything is allocated: a corrupt or absurd config.json cannot exhaust memory.
+    planned = meta_model(arch.model_cls, config)
+    weights = directory / WEIGHTS_FILE
+    check_shapes(saved_shapes(planned), read_weight_shapes(weights), weights, config.arch)
+    check_memory(planned)
+    tokenizer = load_matching_tokenizer(directory, config) if (directory / "tokenizer.json").is_file() else None
     model = arch.model_cls(config)
-    load_state_into(model, load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
+    load_state_into(model, load_weights(weights, map_location), weights)
     model.to(map_location)
-    tokenizer_file = directory / "tokenizer.json"
-    if tokenizer_file.is_file():
-        from lmzoo.tokenizers import load_tokenizer
-        model.tokenizer = load_tokenizer(directory)
+    model.tokenizer = tokenizer
     return model.eval()
+
+
+def load_matching_tokenizer(directory: Path, config):
+    """The directory's tokenizer, refused if it makes ids the model has no embedding for (a model
+    with a larger vocabulary is fine: generation never samples ids the tokenizer cannot decode)."""
+    from lmzoo.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(directory)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise LmzooError(f"{directory}: the tokenizer has {tokenizer.vocab_size:,} ids but the model only "
+                         f"{config.vocab_size:,}; the tokenizer.json belongs to another model, restore the right one")
+    return tokenizer

@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 from lmzoo.config import ModelConfig, check_keys
 from lmzoo.errors import LmzooError
+from lmzoo.sizing import plan_model
 
 
 @dataclass(frozen=True)
@@ -66,4 +67,6 @@ def make_config(arch: str, size: str = "nano", **overrides: Any) -> ModelConfig:
 def create_model(arch: str, size: str = "nano", **overrides: Any):
     """Build an architecture at a named size; keyword overrides replace config fields."""
     config = make_config(arch, size, **overrides)
-    return get_architecture(arch).model_cls(config)
+    model_cls = get_architecture(arch).model_cls
+    plan_model(model_cls, config)  # an absurd size fails here, before any memory is allocated
+    return model_cls(config)
