@@ -11,6 +11,7 @@ import torch
 import lmzoo
 from lmzoo.checkpoint import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
+from lmzoo.devices import parse_device
 from lmzoo.errors import LmzooError
 from lmzoo.memory import peak_rss_mb
 
@@ -80,14 +81,6 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LmzooError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
 def load_model_and_tokenizer(directory: str, device: torch.device):
     directory = resolve_model_dir(directory)  # for the message below; load() resolves it too
     model = lmzoo.load(directory, map_location=str(device))
@@ -128,7 +121,7 @@ def run_generate(args) -> None:
 
     if args.context_file is not None:
         return run_generate_with_context(args)
-    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
     prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
     stream = not args.no_stream and len(prompts) == 1
     if stream:
@@ -154,7 +147,7 @@ def run_generate_with_context(args) -> None:
     if args.chunk_size < 1:
         raise LmzooError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     prompt = args.prompt[0] if args.prompt else ""
-    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
     state = model.init_state(1, capacity=args.chunk_size)
     sizes: list[int] = []  # the state's bytes after the first and after the latest chunk
     bar = tqdm(desc="context", unit="tok", unit_scale=True, dynamic_ncols=True, disable=None)  # None: terminal only
@@ -191,7 +184,7 @@ def run_generate_with_context(args) -> None:
 def run_chat(args) -> None:
     from lmzoo.generation import generate_text
 
-    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
     print("lmzoo chat: type a prompt and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
     while True:
         try:
@@ -213,7 +206,7 @@ def run_eval(args) -> None:
         raise LmzooError("pass --data (text: loss, bits per byte) or --qa (Q&A JSONL: exact/substring match)")
     if args.qa is not None:
         return run_qa_eval(args)
-    device = resolve_device(args.device)
+    device = parse_device(args.device)
     model, tok = load_model_and_tokenizer(args.model, device)
     with tempfile.TemporaryDirectory(prefix="lmzoo-eval-") as tmp:
         # The whole input is the evaluation split: tokenise it with the model's own tokenizer.
@@ -232,7 +225,7 @@ def run_eval(args) -> None:
 def run_qa_eval(args) -> None:
     from lmzoo.training.qa_eval import evaluate_qa, read_qa_jsonl, template_for
 
-    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
     template = args.template if args.template is not None else template_for(resolve_model_dir(args.model))
     result = evaluate_qa(model, tok, read_qa_jsonl(args.qa), template=template, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size)

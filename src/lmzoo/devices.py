@@ -1,0 +1,30 @@
+"""`--device` names -> torch devices, with a one-line error for a name torch does not know or a
+device this machine lacks."""
+from __future__ import annotations
+
+import torch
+
+from lmzoo.errors import LmzooError
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(name: str) -> torch.device:
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise LmzooError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LmzooError(f"device '{name}' was asked for but no CUDA device is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LmzooError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LmzooError(f"device '{name}' was asked for but MPS is not available; use --device cpu")
+    return device
