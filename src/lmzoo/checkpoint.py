@@ -46,9 +46,12 @@ def read_config(directory: str | Path):
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LmzooError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, use an earlier one") from e
-    if not isinstance(data, dict) or "arch" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise LmzooError(f"{path} names no 'arch'; it is not an lmzoo model config")
-    return get_architecture(data["arch"]).config_cls.from_dict(data)
+    try:
+        return get_architecture(data["arch"]).config_cls.from_dict(data)
+    except (LmzooError, TypeError) as e:  # TypeError: a value the dataclass cannot even take
+        raise LmzooError(f"{path}: {e}; the config is damaged, re-save the model or use an earlier checkpoint") from None
 
 
 def load_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:

@@ -71,6 +71,8 @@ class ModelConfig:
         version = data.pop("config_version", CONFIG_VERSION)
         if arch != cls.arch:
             raise LmzooError(f"config is for architecture '{arch}', not '{cls.arch}'; load it with lmzoo.load()")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise LmzooError(f"config_version must be an integer, got {version!r}")
         if version > CONFIG_VERSION:
             raise LmzooError(f"config version {version} is newer than this lmzoo ({CONFIG_VERSION}); upgrade lmzoo")
         check_keys(cls, data)

@@ -50,7 +50,9 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def _check_options(temperature: float, top_k, top_p, repetition_penalty: float, max_new_tokens: int) -> None:
+def check_options(temperature: float, top_k, top_p, repetition_penalty: float, max_new_tokens: int,
+                  seed: int | None = None, stop_strings: Sequence[str] = ()) -> None:
+    """Sampling options, checked before anything runs: a one-line LmzooError for a bad one."""
     for name, value in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)):
         if value is not None and not math.isfinite(value):
             raise LmzooError(f"{name} must be a finite number, got {value}")
@@ -64,6 +66,11 @@ def _check_options(temperature: float, top_k, top_p, repetition_penalty: float, 
         raise LmzooError(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}")
     if max_new_tokens < 0:
         raise LmzooError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise LmzooError(f"seed must be between 0 and 2**63 - 1, got {seed}")
+    if any(not isinstance(s, str) or not s for s in stop_strings):
+        raise LmzooError(f"stop strings must be non-empty text, got {list(stop_strings)!r}; an empty one would "
+                         "stop at once")
 
 
 @torch.no_grad()
@@ -82,7 +89,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     Only ids below `sample_vocab` are sampled (the tokenizer's size when the model's vocabulary is
     larger: ids it cannot decode). Returns prompt + generated ids.
     """
-    _check_options(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+    check_options(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     if logits is not None and isinstance(input_ids, torch.Tensor) and input_ids.numel() == 0:
         if state is None:
             raise LmzooError("logits without a state: pass the state that feed() returned with its logits")
@@ -93,8 +100,6 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     was_training = model.training
     model.eval()
     batch, device = input_ids.shape[0], input_ids.device
-    if seed is not None and not 0 <= seed < 2**63:
-        raise LmzooError(f"seed must be between 0 and 2**63 - 1, got {seed}")
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     if state is None:
         capacity = input_ids.shape[1] + min(max_new_tokens, MAX_RESERVED_CAPACITY)
@@ -177,9 +182,8 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_prompts(prompts)
-    if any(not isinstance(s, str) or not s for s in stop_strings):
-        raise LmzooError(f"stop strings must be non-empty text, got {list(stop_strings)!r}; an empty one would "
-                         "stop at once")
+    check_options(options.get("temperature", 1.0), options.get("top_k"), options.get("top_p"),
+                  options.get("repetition_penalty", 1.0), max_new_tokens, options.get("seed"), stop_strings)
     device = next(model.parameters()).device
     if state is None:
         encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]

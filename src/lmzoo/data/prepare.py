@@ -35,6 +35,7 @@ from lmzoo.data.sources import Inputs, Piece, describe_inputs, list_files, mark_
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
 from lmzoo.tokenizers import TOKENIZER_FILE, TOKENIZER_KINDS, Tokenizer, get_tokenizer
+from lmzoo.tokenizers.base import check_vocab_size
 
 BLOCK_CHARS = 1 << 16
 ENCODE_GROUP = 16  # blocks per encode_batch call: big enough to keep a BPE's threads busy
@@ -120,6 +121,7 @@ def _resolve_tokenizer(spec: str | os.PathLike | Tokenizer, inputs: Inputs, text
             if filters.active:
                 pieces = filters.apply(pieces, None)  # no tokenizer yet, so no <unk> check
             texts = (piece.text for piece in pieces)
+        check_vocab_size(vocab_size)
         return cls.train(texts, vocab_size=vocab_size)
     if vocab_size is not None:
         raise LmzooError("vocab_size only applies when a tokenizer is trained; pass a kind such as 'bpe' "

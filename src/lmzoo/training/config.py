@@ -18,6 +18,7 @@ import yaml
 
 from lmzoo.data.difficulty import SCORERS
 from lmzoo.errors import LmzooError
+from lmzoo.paths import read_utf8
 
 DTYPES = ("auto", "fp32", "bf16")
 NAN_POLICIES = ("skip", "stop")
@@ -156,6 +157,8 @@ class TrainConfig:
             raise LmzooError(f"competence_start must be in (0, 1], got {self.competence_start}")
         if self.competence_steps is not None and self.competence_steps < 1:
             raise LmzooError(f"competence_steps must be >= 1, got {self.competence_steps}")
+        if self.curriculum_reference and self.curriculum_scorer != "reference-loss":
+            raise LmzooError("--curriculum-reference only applies to --curriculum-scorer reference-loss; drop it")
         if self.curriculum == "none":
             return
         if self.curriculum_scorer == "reference-loss" and not self.curriculum_reference:
@@ -217,11 +220,8 @@ class TrainConfig:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """The YAML recipe as a dict of TrainConfig fields (validated later, with the CLI flags)."""
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise LmzooError(f"cannot read recipe {path} ({e.strerror}); check the --config path") from e
+        data = yaml.safe_load(read_utf8(path, "--config"))
     except yaml.YAMLError as e:
         raise LmzooError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the recipe") from e
     if data is None:

@@ -92,8 +92,10 @@ class FinetuneConfig:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise LmzooError(f"{name} must be a finite number, got {value}")
-        if self.lora_alpha <= 0 or self.seed < 0 or (self.freeze_layers or 0) < 0 or (self.threads or 1) < 1:
-            raise LmzooError("lora_alpha must be > 0, seed and freeze_layers >= 0 and threads >= 1")
+        if self.lora_alpha <= 0 or not 0 <= self.seed < 2**63 or (self.freeze_layers or 0) < 0 \
+                or (self.threads or 1) < 1:
+            raise LmzooError("lora_alpha must be > 0, seed in [0, 2**63), freeze_layers >= 0 and threads >= 1; got "
+                             f"{self.lora_alpha}, {self.seed}, {self.freeze_layers} and {self.threads}")
         for name in ("epochs", "batch_size", "max_length", "lora_r"):
             if getattr(self, name) < 1:
                 raise LmzooError(f"{name} must be >= 1, got {getattr(self, name)}")
