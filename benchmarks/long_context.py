@@ -47,7 +47,6 @@ from long_context_recall import EFFICIA, add_recall_arguments, measure_recall, r
 
 import lmzoo
 from lmzoo.errors import LmzooError
-from lmzoo.generation import state_nbytes  # bytes of every tensor a decoding state holds
 
 NAME = "long-context"
 SCRIPT = Path(__file__).resolve()
@@ -158,12 +157,12 @@ def decode_probe(arch: str, size: str, overrides: dict, length: int, new_tokens:
     ids = _ids(length, seed=1)
     before = common.current_rss_mb()
     with torch.inference_mode():
-        state = model.init_state(1, capacity=length + new_tokens)
+        state = model.init_state()
         start = time.perf_counter()
         for i in range(0, length, chunk):
             logits = model(ids[:, i:i + chunk], state=state, logits_to_keep=1).logits[:, -1]
         prefill = time.perf_counter() - start
-        nbytes = state_nbytes(state)
+        nbytes = state.nbytes()
         times = []
         for _ in range(new_tokens):
             token = logits.argmax(-1, keepdim=True)
@@ -172,7 +171,7 @@ def decode_probe(arch: str, size: str, overrides: dict, length: int, new_tokens:
             times.append(time.perf_counter() - t0)
     peak = common.peak_rss_mb()
     return {"prefill_s": prefill, "per_token_s": common.median(times), "mean_per_token_s": sum(times) / len(times),
-            "state_bytes": nbytes, "state_bytes_after_decode": state_nbytes(state), "peak_rss_mb": peak,
+            "state_bytes": nbytes, "state_bytes_after_decode": state.nbytes(), "peak_rss_mb": peak,
             "rss_before_mb": before, "increase_mb": peak - before}
 
 

@@ -17,7 +17,8 @@ import torch
 import throughput
 
 import lmzoo
-from lmzoo.layers.long_conv import direct_causal_conv, fft_causal_conv
+from lmzoo.layers.long_conv import fft_causal_conv
+from lmzoo.layers.reference import direct_causal_conv
 from lmzoo.spectral_analysis import analyze
 
 NAME = "spectral"

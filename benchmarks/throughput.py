@@ -78,8 +78,8 @@ class LmzooRunner:
     def last_logits(self, ids):
         return self.model(ids, logits_to_keep=1).logits[:, -1]
 
-    def prefill(self, ids, capacity: int):
-        state = self.model.init_state(ids.shape[0], capacity=capacity)
+    def prefill(self, ids):
+        state = self.model.init_state()
         return self.model(ids, state=state, logits_to_keep=1).logits[:, -1], state
 
     def step(self, token, state):
@@ -93,7 +93,7 @@ class HFRunner(LmzooRunner):
     def last_logits(self, ids):
         return self.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
 
-    def prefill(self, ids, capacity: int):
+    def prefill(self, ids):
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1], out.past_key_values
 
@@ -130,7 +130,7 @@ def cached_decode_run(runner, context: int, settings: Settings) -> Callable[[], 
 
     def run() -> float:
         with torch.inference_mode(), autocast(settings):
-            logits, state = runner.prefill(prompt, capacity=context + settings.new_tokens)
+            logits, state = runner.prefill(prompt)
             common.synchronize(settings.device)
             start = time.perf_counter()
             for _ in range(settings.new_tokens):

@@ -17,7 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONTRACT_VARIANTS = {
     "transformer": [{"window": 7}, {"qk_norm": True}],
     "complexity": [{"routing": "range"}, {"window": 5}],
-    "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}, {"spike_capacity": 0.3}],
+    "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}],
     "spike-transformer": [{"surrogate": "atan", "reset": "soft", "learn_thresholds": True}],
     "efficia-1": [{"window": 8, "segment": 4, "memory_slots": 3, "eos_id": 5},
                   {"overlap": True, "window": 6, "segment": 5, "memory_slots": 2},

@@ -93,16 +93,6 @@ def test_visible_pairs():
     assert visible_pairs(1, 9, True) == 1  # top-left aligned, as SDPA's is_causal is
 
 
-def test_extra_flops_hook_is_added():
-    model = build("transformer")
-    base = flops_per_token(model, seq_len=SEQ)
-    model.extra_flops = lambda seq_len: fft_flops(seq_len) * 10
-    extra = fft_flops(SEQ) * 10 / SEQ
-    with_hook = flops_per_token(model, seq_len=SEQ)
-    assert with_hook["forward"] == pytest.approx(base["forward"] + extra)
-    assert with_hook["train"] == pytest.approx(base["train"] + 3 * extra)
-
-
 def test_flops_per_token_leaves_the_model_as_found():
     model = build("transformer").eval()
     flops_per_token(model, seq_len=8, batch_size=2)

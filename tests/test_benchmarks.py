@@ -252,10 +252,10 @@ def test_long_context_state_size(long_context, one_thread):
     for name, overrides in (("full", {}), ("window", {"window": 8})):
         model = lmzoo.create_model("transformer", "nano", **TINY, **overrides).eval()
         for length in (16, 64):
-            state = model.init_state(1, capacity=length)
+            state = model.init_state()
             with torch.inference_mode():
                 model(torch.zeros(1, length, dtype=torch.long), state=state)
-            sizes[name, length] = long_context.state_nbytes(state)
+            sizes[name, length] = state.nbytes()
     assert sizes["full", 64] == 4 * sizes["full", 16] > 0  # KV cache: 2 layers x (k, v) x L x kv_dim floats
     assert sizes["window", 64] == sizes["window", 16] > 0  # ring buffer: constant
 

@@ -1,6 +1,9 @@
 """Training checkpoints: layout, exact resume, pruning, and corrupt checkpoints."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,9 +166,15 @@ def test_training_resumes_past_a_corrupt_checkpoint(reference, tmp_path, data_di
 def test_leftover_partial_write_is_not_a_checkpoint(reference, tmp_path, data_dir):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    partial = out / "checkpoints" / ".step-0000006.tmp-abc123"
-    shutil.copytree(checkpoint_dir(out / "checkpoints", 4), partial)
-    truncate(partial / "model.safetensors")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a writer that has exited: its temp directory is debris
+    partial = out / "checkpoints" / f".step-0000006.tmp-{dead.pid}-abc123"
+    live = out / "checkpoints" / f".step-0000006.tmp-{os.getpid()}-def456"  # a writer still running
+    unknown = out / "checkpoints" / ".step-0000006.tmp-abc123"  # no pid: whose it is cannot be told
+    for path in (partial, live, unknown):
+        shutil.copytree(checkpoint_dir(out / "checkpoints", 4), path)
+        truncate(path / "model.safetensors")
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-0000002", "step-0000004"]
     run_training(tiny(data_dir, out, max_steps=5, checkpoint_interval=0))
     assert not partial.exists()  # cleaned up at start
+    assert live.is_dir() and unknown.is_dir()

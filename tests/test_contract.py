@@ -31,17 +31,22 @@ def assert_close(a, b, tol):
     assert diff <= tol * scale, f"max |diff| {diff:.3g} > {tol} x logit scale {scale:.3g}"
 
 
+@pytest.mark.parametrize("mode", ["eval", "train"])
 @pytest.mark.parametrize("arch,overrides", CASES)
-def test_causality(arch, overrides):
-    model = build(arch, overrides)
+def test_causality(arch, overrides, mode):
+    """Changing token j leaves every logit before j unchanged, in float64 (so to 1e-12: only
+    rounding of FFTs over the whole sequence may differ) and in both modes (a training-only
+    path, such as a cap over the whole sequence, must be causal too)."""
+    model = build(arch, overrides).double().train(mode == "train")
     ids = random_ids(model)
     with torch.no_grad():
         base = model(ids).logits
+        assert base.dtype == torch.float64
         for j in (0, 1, 6, 18, LENGTH - 1):
             changed = ids.clone()
             changed[:, j] = (changed[:, j] + 1) % model.config.vocab_size
             logits = model(changed).logits
-            assert_close(logits[:, :j], base[:, :j], 1e-6)
+            assert_close(logits[:, :j], base[:, :j], 1e-12)
             assert not torch.equal(logits[:, j], base[:, j]), "the changed token itself had no effect"
 
 
@@ -56,7 +61,7 @@ def test_batch_independence(arch, overrides):
 
 
 def feed_in_chunks(model, ids, sizes):
-    state = model.init_state(ids.shape[0])
+    state = model.init_state()
     outs, pos = [], 0
     for size in sizes:
         out = model(ids[:, pos:pos + size], state=state)

@@ -10,9 +10,9 @@ from lmzoo.layers.linear_attention import (
     chunked_linear_attention,
     feature_map,
     recurrent_linear_attention,
-    reference_linear_attention,
 )
-from lmzoo.layers.short_conv import ShortConv, reference_short_conv
+from lmzoo.layers.reference import reference_linear_attention, reference_short_conv
+from lmzoo.layers.short_conv import ShortConv
 from lmzoo.models.efficia import mixer_parameters
 
 
@@ -156,7 +156,7 @@ def test_streaming_100k_tokens_keeps_the_state_flat_and_matches_one_pass():
     prefix = torch.randint(1, 250, (1, 3000), generator=g)
     with torch.inference_mode():
         full = model(prefix).logits[:, -1]
-        state, sizes = model.init_state(1), []
+        state, sizes = model.init_state(), []
         for a in range(0, 3000, 700):
             last = model(prefix[:, a:a + 700], state=state).logits[:, -1]
         torch.testing.assert_close(last, full, atol=1e-4, rtol=1e-4)

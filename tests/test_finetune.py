@@ -191,6 +191,7 @@ def test_lora_target_errors():
         lora_targets(model, ("qkv", "nonexistent"))
     no_attention = nn.Module()
     no_attention.config = SimpleNamespace(arch="toy")
+    no_attention.lora_targets = ("qkv",)
     no_attention.proj = nn.Linear(4, 4)
     with pytest.raises(LmzooError, match="no Linear layer named .* pass --lora-targets with some of: proj"):
         lora_targets(no_attention)

@@ -3,7 +3,7 @@ import torch
 
 import lmzoo
 from lmzoo.errors import LmzooError
-from lmzoo.models.complexity import ComplexityForCausalLM, create_complexity_model
+from lmzoo.seed_api import ComplexityForCausalLM, create_complexity_model
 
 STANDARD_SIZES = ["nano", "micro", "tiny", "small", "base"]
 TARGETS = {"nano": 1e6, "micro": 5e6, "tiny": 15e6, "small": 50e6, "base": 125e6}

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from lmzoo.layers.long_conv import causal_conv_last, direct_causal_conv, fft_causal_conv
-from lmzoo.layers.wavelet import CausalWaveletDecomposition, reference_decomposition
+from lmzoo.layers.long_conv import causal_conv_last, fft_causal_conv
+from lmzoo.layers.reference import direct_causal_conv, reference_decomposition
+from lmzoo.layers.wavelet import CausalWaveletDecomposition
 
 pywt = pytest.importorskip("pywt")  # the wavelet filters come from PyWavelets
 

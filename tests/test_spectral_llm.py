@@ -93,7 +93,7 @@ def test_spectral_loss_weight_adds_an_l2_penalty_on_the_harmonic_amplitudes():
 
 
 def test_the_seed_api_names():
-    from lmzoo.models.spectral_llm import SpectralConfig, SpectralLLM
+    from lmzoo.seed_api import SpectralConfig, SpectralLLM
 
     with pytest.warns(UserWarning, match="num_heads has no effect"):
         config = SpectralConfig(vocab_size=259, embed_dim=64, num_heads=8, num_layers=2, harmonic_bases=8,
@@ -121,7 +121,7 @@ def test_mixer_decoding_state_grows_by_the_chunk_and_matches_the_full_pass(split
     model = lmzoo.create_model("spectral-llm", "nano", embedding="harmonic").eval()
     ids = torch.randint(0, 259, (2, 40))
     full = model(ids).logits
-    state = model.init_state(2)
+    state = model.init_state()
     with torch.set_grad_enabled(grad):
         first = model(ids[:, :split], state=state).logits
         assert state.layers[0].bands[0].shape[-1] == split

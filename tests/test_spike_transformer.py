@@ -60,7 +60,7 @@ def test_spike_driven_attention_equals_a_quadratic_reference():
 
 def test_decoding_state_does_not_grow_with_position():
     model = lmzoo.create_model("spike-transformer", "nano").eval()
-    state = model.init_state(1)
+    state = model.init_state()
     sizes = []
     for _ in range(3):
         model(torch.randint(0, 259, (1, 50)), state=state)

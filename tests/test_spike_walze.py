@@ -6,9 +6,10 @@ import torch
 
 import lmzoo
 from lmzoo.accounting import flops_per_token
-from lmzoo.layers.local_attention import GatedLocalAttention, WindowHistory, reference_local_attention
-from lmzoo.layers.spike_gate import SpikeGate, anneal_temperature, forced_spikes, within_capacity
-from lmzoo.layers.walze import CausalWalze, reference_walze_conv
+from lmzoo.layers.local_attention import GatedLocalAttention, WindowHistory
+from lmzoo.layers.reference import reference_local_attention, reference_walze_conv
+from lmzoo.layers.spike_gate import SpikeGate, anneal_temperature, forced_spikes
+from lmzoo.layers.walze import CausalWalze
 
 
 @pytest.mark.parametrize("dilation", [1, 2])
@@ -67,19 +68,22 @@ def test_forced_pattern_hits_the_rate_and_is_causal():
         torch.testing.assert_close(forced_spikes(300, 700, rate, "cpu"), pattern[300:])
 
 
-def test_gate_decides_per_token_and_capacity_caps_training_only():
+def test_gate_decides_per_token_the_same_in_train_and_eval():
     torch.manual_seed(0)
     gate = SpikeGate(16)
     a, b = torch.randn(2, 50, 16), torch.randn(2, 50, 16)
-    p, spike = gate(a, b)
+    p, spike = gate.eval()(a, b)
     assert torch.equal(spike, p > 0.5)
-    gate.capacity = 0.1
-    gate.train()
-    _, capped = gate(a, b)
-    assert (capped.sum(1) <= 5).all() and (capped <= spike).all()
-    gate.eval()
-    assert torch.equal(gate(a, b)[1], spike)
-    assert within_capacity(torch.rand(3, 10), 0.3).sum(1).eq(3).all()
+    assert torch.equal(gate.train()(a, b)[1], spike)
+    # A token's decision never depends on later tokens (the removed training-time cap did).
+    _, prefix = gate(a[:, :20], b[:, :20])
+    assert torch.equal(prefix, spike[:, :20])
+
+
+def test_old_configs_with_the_removed_capacity_still_load():
+    config = lmzoo.make_config("spike-walze", "nano").to_dict()
+    config["spike_capacity"] = 0.3
+    assert lmzoo.get_architecture("spike-walze").config_cls.from_dict(config).d_model == 128
 
 
 def test_temperature_follows_training_progress():
@@ -135,7 +139,7 @@ def test_ablation_configs_roller_off_and_forced_rate_survive_save_load(tmp_path)
     ids = torch.randint(0, 259, (2, 40))
     out = model(ids)
     assert float(out.stats["spike_rate"]) == 0.0
-    state = model.init_state(2)
+    state = model.init_state()
     chunks = [model(ids[:, a:b], state=state).logits for a, b in ((0, 17), (17, 18), (18, 40))]
     torch.testing.assert_close(torch.cat(chunks, 1), out.logits, atol=1e-5, rtol=1e-5)
     model.save_pretrained(tmp_path / "m")

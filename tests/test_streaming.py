@@ -4,7 +4,7 @@ import torch
 
 import lmzoo
 from lmzoo.errors import LmzooError
-from lmzoo.generation import feed, generate_text, iter_file_token_chunks, state_nbytes
+from lmzoo.generation import feed, generate_text, iter_file_token_chunks
 from lmzoo.modeling import State
 from lmzoo.tokenizers import get_tokenizer
 from lmzoo.tokenizers.base import TOKENIZER_KINDS
@@ -67,33 +67,9 @@ def test_feed_restores_mode_and_rejects_bad_input():
     with pytest.raises(LmzooError, match="same batch size"):
         feed(model, [torch.zeros(2, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long)], chunk_size=100)
     with pytest.raises(LmzooError, match="one prompt"):
-        generate_text(model, get_tokenizer("bytes"), ["a", "b"], state=model.init_state(1))
+        generate_text(model, get_tokenizer("bytes"), ["a", "b"], state=model.init_state())
     with pytest.raises(LmzooError, match="logits"):
-        generate_text(model, get_tokenizer("bytes"), "", state=model.init_state(1))
-
-
-class Slotted:
-    __slots__ = ("empty", "k")
-
-    def __init__(self):
-        self.k = torch.zeros(3, dtype=torch.float64)  # 24 bytes
-        self.empty = None
-
-
-class Layer:
-    def __init__(self, shared):
-        self.k = torch.zeros(2, 3)  # 24 bytes
-        self.parts = [torch.zeros(4, dtype=torch.float16), (torch.zeros(1, dtype=torch.long),)]  # 8 + 8
-        self.named = {"v": torch.zeros(5), "shared": shared}  # 20 (+ shared once)
-        self.slotted = Slotted()  # 24
-        self.position = 7
-
-
-def test_state_nbytes_walks_nested_objects_and_counts_shared_tensors_once():
-    shared = torch.zeros(10)  # 40 bytes
-    state = State([Layer(shared), Layer(shared), None])
-    assert state_nbytes(state) == 2 * (24 + 8 + 8 + 20 + 24) + 40
-    assert state_nbytes(State([])) == 0
+        generate_text(model, get_tokenizer("bytes"), "", state=model.init_state())
 
 
 def test_state_nbytes_tells_a_growing_state_from_a_constant_one():
@@ -101,9 +77,9 @@ def test_state_nbytes_tells_a_growing_state_from_a_constant_one():
     for overrides, grows in (({}, True), ({"window": 7}, False)):
         model = lmzoo.create_model("transformer", "nano", **overrides)
         state, _ = feed(model, ids, chunk_size=64)
-        first = state_nbytes(state)
+        first = state.nbytes()
         feed(model, ids, state=state, chunk_size=64)
-        assert (state_nbytes(state) > first) == grows
+        assert (state.nbytes() > first) == grows
 
 
 # ---- reading a file in pieces ----------------------------------------------------------------

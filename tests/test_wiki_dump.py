@@ -216,7 +216,9 @@ def test_interrupting_exception_keeps_handled_pages(dump, tmp_path, uninterrupte
     with pytest.raises(KeyboardInterrupt):
         extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)
     monkeypatch.setattr(wiki_dump, "clean_wikitext", real_clean)
-    assert len(records(out)) == 3  # Berlin, Artikel 1, Artikel 2 (Kurz was too short)
+    kept = [line for shard in sorted(out.glob("wiki-*.jsonl*")) for line in shard.open(encoding="utf-8")]
+    assert len(kept) == 3  # Berlin, Artikel 1, Artikel 2 (Kurz was too short)
+    assert len(list(out.glob("*.partial"))) == 1  # the unfinished shard never gets a final name
     assert extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)["articles"] == 8
     assert shard_bytes(out) == uninterrupted
 
@@ -251,6 +253,44 @@ def test_hard_crash_leaves_a_partial_shard_that_is_truncated(dump, tmp_path, uni
     (out / "wiki-00042.jsonl.partial").write_text("debris of a later shard\n")
     assert extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)["articles"] == 8
     assert shard_bytes(out) == uninterrupted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="simulates a killed process with os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_run_killed_before_its_first_checkpoint_resumes(dump, tmp_path, uninterrupted, monkeypatch):
+    """Killed after two pages, long before CHECKPOINT_PAGES: the rerun must resume, as the help says."""
+    out = tmp_path / "out"
+    real_clean, calls = wiki_dump.clean_wikitext, []
+
+    def dying_clean(text, site=None):
+        calls.append(1)
+        if len(calls) == 3:
+            os._exit(17)
+        return real_clean(text, site)
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            monkeypatch.setattr(wiki_dump, "clean_wikitext", dying_clean)
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+            extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)
+        finally:
+            os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 17
+    assert json.loads((out / "progress.json").read_text())["progress"]["pages"] == 0
+    assert list(out.glob("*.partial"))  # the open shard was never named final
+    assert extract_wiki_dump(dump, out, shard_bytes=SMALL_SHARDS)["articles"] == 8
+    assert shard_bytes(out) == uninterrupted
+
+
+def test_folder_with_foreign_outputs_is_refused_untouched(dump, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"my": "summary"}')
+    with pytest.raises(LmzooError, match="no progress.json, so not a wiki-dump run to resume"):
+        extract_wiki_dump(dump, out)
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert (out / "summary.json").read_text() == '{"my": "summary"}'
 
 
 def test_output_of_another_run_is_refused(dump, tmp_path):

@@ -13,10 +13,6 @@ Attention is counted *causally* for every SDPA kernel (only the visible query/ke
 because a causal kernel skips the masked half and a comparison against sub-quadratic
 architectures should not charge softmax attention for work it never does. PyTorch's own
 formula counts the full square; ours replaces it.
-
-Work the counter cannot see at all (an FFT, a custom kernel) is declared by the model through
-an optional method `extra_flops(seq_len) -> float`: forward FLOPs for ONE sequence of `seq_len`
-tokens. Its backward is charged at 2x forward, the usual matmul ratio.
 """
 from __future__ import annotations
 
@@ -30,12 +26,9 @@ from lmzoo.modeling import CausalLM
 
 aten = torch.ops.aten
 
-# Backward of an op charged at this multiple of its forward (two matmuls per forward matmul).
-BACKWARD_RATIO = 2.0
-
 
 def fft_flops(n: int) -> float:
-    """Conventional cost of one complex FFT of length n: 5 n log2 n (for `extra_flops` hooks)."""
+    """Conventional cost of one complex FFT of length n: 5 n log2 n."""
     return 5.0 * n * math.log2(n) if n > 1 else 0.0
 
 
@@ -157,35 +150,28 @@ def _sample_ids(model: torch.nn.Module, batch_size: int, seq_len: int, device) -
     return torch.randint(0, vocab, (batch_size, seq_len), generator=g).to(device)
 
 
-def _extra_forward_flops(model: torch.nn.Module, seq_len: int, batch_size: int) -> float:
-    hook = getattr(model, "extra_flops", None)
-    return float(hook(seq_len)) * batch_size if callable(hook) else 0.0
-
-
 def flops_per_token(model: torch.nn.Module, seq_len: int = 256, batch_size: int = 1) -> dict[str, float]:
     """Measured FLOPs per token: {"forward", "train" (forward + backward)} at this length.
 
     One forward under the counter for "forward"; a forward with the loss plus `backward()` for
-    "train". The model's `extra_flops` hook, if any, is added (backward at 2x forward). The
-    model's mode and gradients are left as found.
+    "train". The model's mode and gradients are left as found.
     """
     device = next(model.parameters()).device
     ids = _sample_ids(model, batch_size, seq_len, device)
     tokens = batch_size * seq_len
-    extra = _extra_forward_flops(model, seq_len, batch_size)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), flop_counter() as counter:
             model(ids)
-        forward = counter.get_total_flops() + extra
+        forward = counter.get_total_flops()
         model.train()
         saved = [(p, p.grad) for p in model.parameters()]
         with flop_counter() as counter:
             model(ids, labels=ids).loss.backward()
         for p, grad in saved:
             p.grad = grad
-        train = counter.get_total_flops() + extra * (1 + BACKWARD_RATIO)
+        train = counter.get_total_flops()
     finally:
         model.train(was_training)
     return {"forward": forward / tokens, "train": train / tokens}

@@ -1,4 +1,9 @@
-"""Saving and loading models: config.json + model.safetensors (+ tokenizer). No pickle."""
+"""Saving and loading models: config.json + model.safetensors (+ tokenizer). No pickle.
+
+This module knows files, not architectures: loading into a given model class lives here, and
+finding the class for a directory's `arch` is the registry's (`lmzoo.registry.load_model`).
+A training run's directory is resolved to a checkpoint above both, in `lmzoo.training.checkpointing`.
+"""
 from __future__ import annotations
 
 import json
@@ -9,11 +14,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lmzoo.errors import LmzooError
-from lmzoo.io import atomic_directory
+from lmzoo.io import atomic_directory, check_replaceable, holds_only
+from lmzoo.locking import output_lock
 from lmzoo.sizing import check_memory, meta_model, saved_shapes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# What a saved model directory may hold: the model, its tokenizer, and the report `lmzoo
+# finetune` puts beside them. Only a directory holding nothing else is ever replaced.
+MODEL_DIR_FILES = (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "finetune.json")
+MODEL_DIR_KIND = "saved model directory (config.json + model.safetensors)"
 
 
 def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -24,23 +34,42 @@ def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
+def is_model_dir(path: Path) -> bool:
+    """A directory `save_pretrained` wrote: only its files, and a config.json naming an lmzoo arch."""
+    if not holds_only(path, MODEL_DIR_FILES, required=CONFIG_FILE):
+        return False
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("arch"), str)
+
+
+def check_model_output(directory: str | Path) -> None:
+    """Raise unless `save_pretrained` may write `directory` (absent, empty, or a saved model)."""
+    check_replaceable(directory, is_model_dir, MODEL_DIR_KIND)
+
+
 def save_pretrained(model, directory: str | Path, tokenizer=None) -> None:
-    with atomic_directory(directory) as tmp:
+    """Write the model to `directory` in one rename; an existing one must be a saved model."""
+    with output_lock(directory, "directory"), atomic_directory(directory, is_model_dir, MODEL_DIR_KIND) as tmp:
         save_file(model_state_dict(model), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2))
         if tokenizer is not None:
             tokenizer.save(tmp)
 
 
-def read_config(directory: str | Path):
-    from lmzoo.registry import get_architecture
-
+def read_config_dict(directory: str | Path) -> dict:
+    """config.json of a model directory as a dict naming its `arch`, or a one-line LmzooError."""
     directory = Path(directory)
     if not directory.is_dir():
         raise LmzooError(f"no model directory at '{directory}'; pass a folder written by save_pretrained "
                          "or a training checkpoint")
     path = directory / CONFIG_FILE
     if not path.is_file():
+        if (directory / "checkpoints").is_dir():
+            raise LmzooError(f"'{directory}' is a training run, not a model folder; load it with lmzoo.load() "
+                             "(its newest checkpoint) or pass one of its checkpoints")
         raise LmzooError(f"'{directory}' has no {CONFIG_FILE}; it is not an lmzoo model directory")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -48,10 +77,7 @@ def read_config(directory: str | Path):
         raise LmzooError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, use an earlier one") from e
     if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise LmzooError(f"{path} names no 'arch'; it is not an lmzoo model config")
-    try:
-        return get_architecture(data["arch"]).config_cls.from_dict(data)
-    except (LmzooError, TypeError) as e:  # TypeError: a value the dataclass cannot even take
-        raise LmzooError(f"{path}: {e}; the config is damaged, re-save the model or use an earlier checkpoint") from None
+    return data
 
 
 def load_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
@@ -91,37 +117,18 @@ def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     model.load_state_dict(state, strict=False)
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model or checkpoint directory as given; a training run's directory -> its newest valid checkpoint."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir():
-        from lmzoo.training.checkpointing import latest_valid_checkpoint
+def load_into_class(model_cls: type, config, directory: str | Path, map_location: str = "cpu"):
+    """Build `model_cls(config)`, fill it with the directory's weights (and tokenizer), eval mode.
 
-        found = latest_valid_checkpoint(path / "checkpoints")
-        if found is None:
-            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
-        return found.path
-    return path
-
-
-def load(directory: str | Path, map_location: str = "cpu", expect: type | None = None):
-    """Rebuild a model saved by `save_pretrained`, a trainer checkpoint, or a run's newest checkpoint."""
-    from lmzoo.registry import get_architecture
-
-    directory = resolve_model_dir(directory)
-    config = read_config(directory)
-    arch = get_architecture(config.arch)
-    if expect is not None and not issubclass(arch.model_cls, expect):
-        raise LmzooError(f"'{directory}' holds a '{config.arch}' model, not a {expect.__name__}; "
-                         "load it with lmzoo.load()")
-    # Config and weights header are checked against each other on the meta device before
-    # anything is allocated: a corrupt or absurd config.json cannot exhaust memory.
-    planned = meta_model(arch.model_cls, config)
+    Config and weights header are compared on the meta device before anything is allocated, so
+    a corrupt or absurd config.json cannot exhaust memory."""
+    directory = Path(directory)
     weights = directory / WEIGHTS_FILE
+    planned = meta_model(model_cls, config)
     check_shapes(saved_shapes(planned), read_weight_shapes(weights), weights, config.arch)
     check_memory(planned)
     tokenizer = load_matching_tokenizer(directory, config) if (directory / "tokenizer.json").is_file() else None
-    model = arch.model_cls(config)
+    model = model_cls(config)
     load_state_into(model, load_weights(weights, map_location), weights)
     model.to(map_location)
     model.tokenizer = tokenizer

@@ -30,6 +30,8 @@ class ModelConfig:
     arch: ClassVar[str] = ""
     # Integer fields for which 0 means something (e.g. "none" or "automatic"); the others are >= 1.
     zero_allowed: ClassVar[frozenset[str]] = frozenset()
+    # Keys older lmzoo versions wrote that no longer mean anything: dropped when a config is read.
+    removed_keys: ClassVar[tuple[str, ...]] = ()
     vocab_size: int = 259
     d_model: int = 128
     n_layers: int = 4
@@ -75,6 +77,8 @@ class ModelConfig:
             raise LmzooError(f"config_version must be an integer, got {version!r}")
         if version > CONFIG_VERSION:
             raise LmzooError(f"config version {version} is newer than this lmzoo ({CONFIG_VERSION}); upgrade lmzoo")
+        for key in cls.removed_keys:
+            data.pop(key, None)
         check_keys(cls, data)
         return cls(**data)
 

@@ -9,10 +9,10 @@ from lmzoo.errors import LmzooError
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def parse_device(name: str) -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' (-> cuda:local_rank), 'cuda:N' or 'mps'."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
@@ -22,7 +22,9 @@ def parse_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise LmzooError(f"device '{name}' was asked for but no CUDA device is available; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
             raise LmzooError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} "
                              "CUDA device(s), numbered from 0")
     if device.type == "mps" and not torch.backends.mps.is_available():

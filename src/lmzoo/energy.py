@@ -12,7 +12,6 @@ the spiking attention's running sums and the elementwise work of norms and neuro
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,7 +20,6 @@ import torch
 from torch import nn
 
 E_AC_PJ, E_MAC_PJ = 0.9, 4.6
-LAYER = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass
@@ -39,6 +37,9 @@ class OperationCounter:
         self._batch_tokens = 0
         self._hooks = [module.register_forward_hook(self._hook(name))
                        for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+        # Linear layers inside the model's declared blocks are reported per block ("layer<i>").
+        block_of = {id(m): f"layer{i}" for i, block in enumerate(model.blocks) for m in block.modules()}
+        self.groups = {name: block_of.get(id(module), name) for name, module in model.named_modules()}
 
     def _hook(self, name: str):
         def count(module: nn.Linear, inputs, output) -> None:
@@ -82,8 +83,7 @@ def summarise(counter: OperationCounter, rates: dict[str, float], costs: Costs) 
     tokens = counter.tokens
     groups: dict[str, dict[str, float]] = defaultdict(lambda: {"ac": 0.0, "mac": 0.0, "dense_mac": 0.0})
     for name, c in counter.counts.items():
-        match = LAYER.match(name)
-        group = f"layer{match.group(1)}" if match else name
+        group = counter.groups[name]
         for key in ("ac", "mac", "dense_mac"):
             groups[group][key] += c[key] / tokens
     layers = []

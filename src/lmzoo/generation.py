@@ -16,10 +16,6 @@ import torch
 
 from lmzoo.errors import LmzooError
 
-# Tokens of KV cache reserved up front: caches double as they fill, so a huge max_new_tokens
-# (that may well stop early) costs memory only for the tokens actually generated.
-MAX_RESERVED_CAPACITY = 4096
-
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """CTRL-style: shrink the logits of tokens already present (divide if > 0, multiply if < 0)."""
@@ -93,7 +89,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     if logits is not None and isinstance(input_ids, torch.Tensor) and input_ids.numel() == 0:
         if state is None:
             raise LmzooError("logits without a state: pass the state that feed() returned with its logits")
-        device = model.embed.weight.device
+        device = model.device
         input_ids, logits = torch.zeros(logits.shape[0], 0, dtype=torch.long, device=device), logits.to(device)
     else:
         input_ids, logits = model.check_input_ids(input_ids), None
@@ -102,8 +98,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     batch, device = input_ids.shape[0], input_ids.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     if state is None:
-        capacity = input_ids.shape[1] + min(max_new_tokens, MAX_RESERVED_CAPACITY)
-        state = model.init_state(batch, device, capacity=capacity)
+        state = model.init_state()
     if logits is None:
         logits = model(input_ids, state=state, logits_to_keep=1).logits[:, -1]
     unsampled = None  # [V] True for ids never to sample
@@ -234,11 +229,11 @@ def feed(model, ids: Iterable[torch.Tensor] | torch.Tensor, state=None, chunk_si
     concatenated into the chunks. `state` continues an earlier context (default: a new one).
     `progress(n)` is called after each chunk with the tokens fed so far. The logits [B, V] are
     those of the last position: pass both to `generate`/`generate_text` to continue. Memory
-    stays flat only where the architecture's state has a constant size (`state_nbytes`).
+    stays flat only where the architecture's state has a constant size (`model.constant_state`).
     """
     if chunk_size < 1:
         raise LmzooError(f"chunk_size must be >= 1, got {chunk_size}")
-    device = model.embed.weight.device
+    device = model.device
     was_training = model.training
     model.eval()
     fed, logits = 0, None
@@ -248,7 +243,7 @@ def feed(model, ids: Iterable[torch.Tensor] | torch.Tensor, state=None, chunk_si
         with torch.no_grad():
             for chunk in _chunks(ids, chunk_size):
                 if state is None:
-                    state = model.init_state(chunk.shape[0], device, capacity=min(chunk_size, MAX_RESERVED_CAPACITY))
+                    state = model.init_state()
                 logits = model(chunk.to(device), state=state, logits_to_keep=1).logits[:, -1]
                 fed += chunk.shape[1]
                 if progress is not None:
@@ -356,26 +351,3 @@ def _file_token_chunks(path: Path, tokenizer, chunk_chars: int) -> Iterator[torc
                 break
     if not found:
         raise LmzooError(f"{path} holds no text (no tokens); pass a file with text")
-
-
-def state_nbytes(state) -> int:
-    """Bytes of every tensor a decoding state holds (walks state.layers: attributes, lists,
-    tuples, dicts). Compare it over a stream to see whether the state grows with the context."""
-    seen: set[int] = set()
-
-    def walk(obj) -> int:
-        if obj is None or isinstance(obj, (bool, int, float, str, bytes)) or id(obj) in seen:
-            return 0
-        seen.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            return obj.numel() * obj.element_size()
-        if isinstance(obj, dict):
-            return sum(walk(v) for v in obj.values())
-        if isinstance(obj, (list, tuple, set, frozenset)):
-            return sum(walk(v) for v in obj)
-        fields = dict(getattr(obj, "__dict__", {}))
-        for name in getattr(type(obj), "__slots__", ()):
-            fields[name] = getattr(obj, name, None)
-        return sum(walk(v) for v in fields.values())
-
-    return walk(state.layers if hasattr(state, "layers") else state)

@@ -1,21 +1,23 @@
 """The surface every architecture shares: output type, decoding state, and the base LM class.
 
-A subclass builds its layers and implements `backbone(input_ids, state) -> (hidden, aux_loss,
-stats)`; embedding of ids, input checks, the LM head, the shifted loss, the state bookkeeping,
-generation and saving live here once.
+A subclass builds `blocks` and implements `backbone(input_ids, state) -> (hidden, aux_loss,
+stats)`, usually through the one block loop `run_blocks`; embedding of ids, input checks, the LM
+head, the shifted loss, the state bookkeeping, generation and saving live here once.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.checkpoint import load_into_class, read_config_dict, save_pretrained
 from lmzoo.config import ModelConfig
 from lmzoo.errors import LmzooError
+from lmzoo.layers.precision import upcast
+from lmzoo.layers.state import LayerState
 
 
 @dataclass
@@ -30,11 +32,44 @@ class LMOutput:
 
 
 class State:
-    """Decoding state after `position` tokens: one entry per layer (KV caches, recurrent sums...)."""
+    """Decoding state after `position` tokens: one `LayerState` per block (or None for a block that
+    keeps nothing) plus an optional model-level one (`extras`, e.g. efficia-1's document flags).
 
-    def __init__(self, layers: list[Any], position: int = 0):
+    Every part declares its batch dimension, so the whole state can report its size, keep or
+    reorder rows of the batch, and move to a device without knowing the architecture.
+    """
+
+    def __init__(self, layers: list[LayerState | None], position: int = 0, extras: LayerState | None = None):
         self.layers = layers
         self.position = position
+        self.extras = extras
+
+    def parts(self) -> list[LayerState]:
+        return [s for s in (*self.layers, self.extras) if s is not None]
+
+    def nbytes(self) -> int:
+        return sum(part.nbytes() for part in self.parts())
+
+    def select(self, rows: torch.Tensor) -> "State":
+        """Keep batch rows `rows` (indices, in the order given) in every part; in place."""
+        for part in self.parts():
+            part.select(rows)
+        return self
+
+    def to(self, device: torch.device | str) -> "State":
+        for part in self.parts():
+            part.to(device)
+        return self
+
+
+@dataclass
+class BlockContext:
+    """What every block of one forward call shares: the absolute position of the call's first
+    token and a dict the blocks add statistics to. Architectures subclass it for more (routes,
+    document ids, what one layer hands the next)."""
+
+    start: int
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -42,16 +77,29 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     # Shift the labels (padding the end with -100) rather than slicing the logits, which would
     # copy the largest activation of the model.
     target = F.pad(labels[:, 1:], (0, 1), value=-100).reshape(-1)
-    flat = logits.reshape(-1, logits.shape[-1]).float()
+    flat = upcast(logits.reshape(-1, logits.shape[-1]))
     # sum / count rather than mean: an all-ignored batch gives 0, not NaN, without a host sync.
     total = F.cross_entropy(flat, target, ignore_index=-100, reduction="sum")
     return total / (target != -100).sum().clamp(min=1)
 
 
 class CausalLM(nn.Module):
-    """Base class of every lmzoo architecture (see the module docstring)."""
+    """Base class of every lmzoo architecture (see the module docstring).
+
+    What callers outside the model (distributed wrapping, fine-tuning, energy accounting, the
+    CLI) rely on is declared here, and a subclass sets it:
+
+    - `blocks`: an `nn.ModuleList` of the repeated blocks, in order. Each block is called as
+      `block(x, context, layer_state) -> x` and creates its decoding state with `new_state()`
+      (a `LayerState`, or None if it keeps nothing).
+    - `lora_targets`: names of the `nn.Linear` submodules LoRA adapts by default.
+    - `constant_state`: whether the decoding state keeps a fixed size however long the context.
+    """
 
     config_cls: type[ModelConfig] = ModelConfig
+    blocks: nn.ModuleList
+    lora_targets: tuple[str, ...] = ()
+    constant_state: bool = False
 
     def __init__(self, config: ModelConfig, token_table: bool = True):
         super().__init__()
@@ -74,12 +122,24 @@ class CausalLM(nn.Module):
         """Return (hidden [B, L, D], aux_loss scalar tensor or None, stats dict)."""
         raise NotImplementedError
 
-    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list[Any]:
-        raise NotImplementedError
+    def new_extras(self) -> LayerState | None:
+        """The model-level part of a fresh decoding state (`State.extras`); default none."""
+        return None
 
     def set_training_progress(self, fraction: float) -> None:
         """Called by the trainer before each step with the share of the run done, in [0, 1]
         (schedules inside a model, such as a gate temperature, follow it). Default: nothing."""
+
+    # ---- the block loop -----------------------------------------------------------------------
+    def run_blocks(self, x: torch.Tensor, context: BlockContext, state: State | None) -> torch.Tensor:
+        layers = state.layers if state is not None else [None] * len(self.blocks)
+        for block, layer_state in zip(self.blocks, layers):
+            x = block(x, context, layer_state)
+        return x
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     # ---- shared ---------------------------------------------------------------------------
     def init_weights(self) -> None:
@@ -103,11 +163,10 @@ class CausalLM(nn.Module):
                 if getattr(param, "residual_projection", False):
                     nn.init.normal_(param, 0.0, scaled)
 
-    def init_state(self, batch_size: int = 1, device: torch.device | str | None = None,
-                   capacity: int = 256) -> State:
-        """Empty decoding state; `capacity` is a hint for how many tokens will be cached."""
-        device = torch.device(device) if device is not None else next(self.parameters()).device
-        return State(self.init_layer_states(batch_size, device, capacity))
+    def init_state(self) -> State:
+        """An empty decoding state; each part is allocated by the first call that fills it, for
+        that call's batch size, device and dtype."""
+        return State([block.new_state() for block in self.blocks], extras=self.new_extras())
 
     def check_input_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         if not isinstance(input_ids, torch.Tensor):
@@ -132,7 +191,7 @@ class CausalLM(nn.Module):
                 state: State | None = None, use_cache: bool = False, logits_to_keep: int = 0) -> LMOutput:
         input_ids = self.check_input_ids(input_ids)
         if state is None and use_cache:
-            state = self.init_state(input_ids.shape[0], input_ids.device)
+            state = self.init_state()
         hidden, aux_loss, stats = self.backbone(input_ids, state)
         if state is not None:
             state.position += input_ids.shape[1]
@@ -185,10 +244,13 @@ class CausalLM(nn.Module):
         return generate(self, inputs, max_new_tokens=max_new_tokens, **kwargs)
 
     def save_pretrained(self, directory, tokenizer=None) -> None:
-        from lmzoo.checkpoint import save_pretrained
         save_pretrained(self, directory, tokenizer or self.tokenizer)
 
     @classmethod
     def from_pretrained(cls, directory, map_location: str = "cpu") -> "CausalLM":
-        from lmzoo.checkpoint import load
-        return load(directory, map_location=map_location, expect=cls)
+        """A model of this class saved in `directory` (lmzoo.load() takes any architecture and runs)."""
+        if not cls.config_cls.arch:
+            raise LmzooError("CausalLM.from_pretrained needs an architecture's class; use lmzoo.load(directory) "
+                             "to load any architecture")
+        config = cls.config_cls.from_dict(read_config_dict(directory))
+        return load_into_class(cls, config, directory, map_location)

@@ -1,9 +1,15 @@
-"""The architecture registry: name -> (model class, config class, size presets)."""
+"""The architecture registry: name -> (model class, config class, size presets).
+
+Model modules register themselves when imported; `lmzoo/__init__.py` imports them all, so the
+registry is complete as soon as any part of lmzoo is imported.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
+from lmzoo.checkpoint import CONFIG_FILE, load_into_class, read_config_dict
 from lmzoo.config import ModelConfig, check_keys
 from lmzoo.errors import LmzooError
 from lmzoo.sizing import plan_model
@@ -36,19 +42,13 @@ def register(name: str, config_cls: type[ModelConfig], presets: dict[str, dict[s
     return wrap
 
 
-def _ensure_loaded() -> None:
-    import lmzoo.models  # noqa: F401  (importing registers every architecture)
-
-
 def get_architecture(name: str) -> Architecture:
-    _ensure_loaded()
     if name not in _ARCHITECTURES:
         raise LmzooError(f"unknown architecture '{name}'; choose one of: {', '.join(list_architectures())}")
     return _ARCHITECTURES[name]
 
 
 def list_architectures() -> list[str]:
-    _ensure_loaded()
     return list(_ARCHITECTURES)
 
 
@@ -70,3 +70,25 @@ def create_model(arch: str, size: str = "nano", **overrides: Any):
     model_cls = get_architecture(arch).model_cls
     plan_model(model_cls, config)  # an absurd size fails here, before any memory is allocated
     return model_cls(config)
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    """The validated config of a model directory, as its architecture's config class."""
+    data = read_config_dict(directory)
+    config_cls = get_architecture(data["arch"]).config_cls
+    try:
+        return config_cls.from_dict(data)
+    except (LmzooError, TypeError) as e:  # TypeError: a value the dataclass cannot even take
+        raise LmzooError(f"{Path(directory) / CONFIG_FILE}: {e}; the config is damaged, re-save the model or use "
+                         "an earlier checkpoint") from None
+
+
+def load_model(directory: str | Path, map_location: str = "cpu", expect: type | None = None):
+    """The model saved in `directory` (by `save_pretrained`, or a trainer checkpoint), whatever its
+    architecture; `expect` (a class) makes any other architecture an error."""
+    config = read_config(directory)
+    arch = get_architecture(config.arch)
+    if expect is not None and not issubclass(arch.model_cls, expect):
+        raise LmzooError(f"'{directory}' holds a '{config.arch}' model, not a {expect.__name__}; "
+                         "load it with lmzoo.load()")
+    return load_into_class(arch.model_cls, config, directory, map_location)

@@ -9,7 +9,7 @@ import torch
 
 import lmzoo
 from lmzoo.errors import LmzooError
-from lmzoo.io import write_json_atomic
+from lmzoo.io import is_json_with, replace_own_file
 from lmzoo.paths import check_input_file, check_output_file, read_utf8
 
 
@@ -80,7 +80,8 @@ def run_energy(args) -> None:
     result = measure_energy(model, windows, Costs(args.ac_pj, args.mac_pj))
     print(format_energy(result, model.config.arch))
     if args.json:
-        write_json_atomic(args.json, result)
+        replace_own_file(args.json, json.dumps(result, indent=2), is_json_with("costs", "spike_rates"),
+                         "energy report")
 
 
 def format_energy(result: dict, arch: str) -> str:
@@ -131,4 +132,5 @@ def run_analyze(args) -> None:
                      + " | band output energy " + ", ".join(f"{e:.2e}" for e in energy))
     print("\n".join(lines))
     if args.json:
-        write_json_atomic(args.json, result)
+        replace_own_file(args.json, json.dumps(result, indent=2), is_json_with("spectral_parameter_ratio"),
+                         "spectral analysis report")

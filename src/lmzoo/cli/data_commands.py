@@ -102,6 +102,15 @@ def run_wiki_dump(args) -> None:
 
 
 def run_tokenizer_train(args) -> None:
+    from lmzoo.locking import output_lock
+    from lmzoo.tokenizers import check_tokenizer_output
+
+    check_tokenizer_output(args.out)  # now, not after training
+    with output_lock(args.out):
+        _run_tokenizer_train(args)
+
+
+def _run_tokenizer_train(args) -> None:
     from lmzoo.tokenizers import train_tokenizer
 
     options = {"lang": args.lang, "n_syllables": args.syllables, "n_words": args.words}

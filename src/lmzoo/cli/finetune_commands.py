@@ -14,7 +14,7 @@ def unescape(text: str) -> str:
 
 
 def register(verbs) -> None:
-    from lmzoo.training.finetune import DEFAULT_LORA_TARGETS, DEFAULT_LR, METHODS
+    from lmzoo.training.finetune import DEFAULT_LR, METHODS
     from lmzoo.training.qa_eval import DEFAULT_TEMPLATE
 
     p = verbs.add_parser("finetune", help="fine-tune a model on question/answer JSONL (full, freeze or LoRA)")
@@ -54,8 +54,8 @@ def register(verbs) -> None:
                    "(default: 16)")
     p.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the LoRA input (default: 0)")
     p.add_argument("--lora-targets", default=None, type=lambda s: tuple(t.strip() for t in s.split(",") if t.strip()),
-                   help=f"comma-separated names of Linear layers to adapt (default: whichever of "
-                        f"{','.join(DEFAULT_LORA_TARGETS)} the model has: its attention input projections)")
+                   help="comma-separated names of Linear layers to adapt (default: the architecture's "
+                        "token-mixer input projections, declared as its `lora_targets`)")
     p.set_defaults(run=run_finetune)
 
 

@@ -9,16 +9,18 @@ from pathlib import Path
 import torch
 
 import lmzoo
-from lmzoo.checkpoint import resolve_model_dir
+from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
-from lmzoo.devices import parse_device
+from lmzoo.devices import resolve_device
 from lmzoo.errors import LmzooError
+from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
 from lmzoo.paths import check_output_file
 
 # `info` measures FLOPs with a real forward and backward pass at --seq-len.
 MAX_INFO_SEQ_LEN = 1 << 16
 
+PREDICTIONS = is_jsonl_with("question", "reference", "prediction")  # an earlier `eval --qa --out` file
 
 def register(verbs) -> None:
     p = verbs.add_parser("list", help="list architectures and their size presets")
@@ -147,7 +149,7 @@ def run_generate(args) -> None:
         raise LmzooError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.context_file is not None:
         return run_generate_with_context(args)
-    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     prompts = args.prompt if args.prompt is not None else [read_stdin_prompt()]
     stream = not args.no_stream and len(prompts) == 1
     if stream:
@@ -166,13 +168,13 @@ def run_generate_with_context(args) -> None:
 
     from tqdm import tqdm
 
-    from lmzoo.generation import MAX_RESERVED_CAPACITY, feed, generate_text, iter_file_token_chunks, state_nbytes
+    from lmzoo.generation import feed, generate_text, iter_file_token_chunks
 
     if args.prompt is not None and len(args.prompt) > 1:
         raise LmzooError(f"--context-file continues one text: pass at most one --prompt, got {len(args.prompt)}")
     prompt = args.prompt[0] if args.prompt else ""
-    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
-    state = model.init_state(1, capacity=min(args.chunk_size, MAX_RESERVED_CAPACITY))
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    state = model.init_state()
     sizes: list[int] = []  # the state's bytes after the first and after the latest chunk
     bar = tqdm(desc="context", unit="tok", unit_scale=True, dynamic_ncols=True, disable=None)  # None: terminal only
 
@@ -180,7 +182,7 @@ def run_generate_with_context(args) -> None:
         bar.update(fed - bar.n)
         if len(sizes) == 2:
             sizes.pop()
-        sizes.append(state_nbytes(state))
+        sizes.append(state.nbytes())
 
     started = time.perf_counter()
     try:
@@ -192,11 +194,10 @@ def run_generate_with_context(args) -> None:
     rate = state.position / max(seconds, 1e-9)
     print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({rate:,.0f} tokens/s); "
           f"state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
-    if sizes[-1] > sizes[0]:
-        arch = getattr(model.config, "arch", type(model).__name__)
-        print(f"lmzoo: note: the {arch} state grew from {sizes[0] / 2**20:.1f} to {sizes[-1] / 2**20:.1f} MB while "
-              "feeding: memory grows with the context for this architecture (constant-size state: efficia-1, "
-              "spike-transformer, spike-walze, transformer with a window)", file=sys.stderr)
+    if not model.constant_state and sizes[-1] > sizes[0]:
+        print(f"lmzoo: note: the {model.config.arch} state grew from {sizes[0] / 2**20:.1f} to "
+              f"{sizes[-1] / 2**20:.1f} MB while feeding: its memory grows with the context (architectures "
+              f"with a constant-size state: {', '.join(constant_state_architectures())})", file=sys.stderr)
     stream = not args.no_stream
     if stream:
         sys.stdout.write(prompt)
@@ -209,7 +210,7 @@ def run_chat(args) -> None:
     from lmzoo.generation import generate_text
 
     check_sampling_options(args)
-    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     print("lmzoo chat: type a prompt and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
     while True:
         try:
@@ -234,7 +235,7 @@ def run_eval(args) -> None:
     check_eval_options(args)
     if args.qa is not None:
         return run_qa_eval(args)
-    device = parse_device(args.device)
+    device = resolve_device(args.device)
     model, tok = load_model_and_tokenizer(args.model, device)
     with tempfile.TemporaryDirectory(prefix="lmzoo-eval-") as tmp:
         # The whole input is the evaluation split: tokenise it with the model's own tokenizer.
@@ -265,23 +266,22 @@ def check_eval_options(args) -> None:
         if args.qa is None:
             raise LmzooError("--out only applies to --qa (one JSON line per question); drop it or pass --qa")
         check_output_file(args.out)
-    parse_device(args.device)
+    resolve_device(args.device)
 
 
 def run_qa_eval(args) -> None:
     from lmzoo.training.qa_eval import evaluate_qa, read_qa_jsonl, template_for
 
-    model, tok = load_model_and_tokenizer(args.model, parse_device(args.device))
+    if args.out:  # now, not after generating every answer
+        check_own_file(args.out, PREDICTIONS, "predictions file")
+    model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     template = args.template if args.template is not None else template_for(resolve_model_dir(args.model))
     result = evaluate_qa(model, tok, read_qa_jsonl(args.qa), template=template, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size)
     items = result.pop("items")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")  # renamed into place: never a half-written file
-        tmp.write_text("".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items), encoding="utf-8")
-        tmp.replace(out)
+        replace_own_file(args.out, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items),
+                         PREDICTIONS, "predictions file")
     result["examples"] = items[:args.examples]
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
@@ -291,3 +291,9 @@ def run_qa_eval(args) -> None:
     for item in result["examples"]:
         mark = "exact" if item["exact"] else "substring" if item["substring"] else "wrong"
         print(f"  Q: {item['question']!r}\n     expected {item['reference']!r}, got {item['prediction']!r} ({mark})")
+
+
+def constant_state_architectures() -> list[str]:
+    """Registered architectures whose decoding state has a fixed size at their default config."""
+    import lmzoo
+    return [arch for arch in lmzoo.list_architectures() if lmzoo.create_model(arch, "nano").constant_state]

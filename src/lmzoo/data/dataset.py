@@ -24,6 +24,7 @@ META_FILE = "meta.json"
 FORMAT = "lmzoo.dataset"
 FORMAT_VERSION = 1
 DTYPES = ("uint16", "uint32")
+INCOMPLETE = "incomplete"  # set in meta.json while `prepare` swaps in new files
 REQUIRED_KEYS = ("dtype", "vocab_size", "eos_id", "tokenizer", "splits")
 MAX_CHUNK = 1 << 24  # tokens per read when scanning a whole split
 
@@ -38,6 +39,8 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise LmzooError(f"{directory} has no {META_FILE} (not a prepared dataset, or preparation was interrupted); {rerun}")
     meta = read_format_json(path, FORMAT, FORMAT_VERSION, "dataset description", "re-run `lmzoo data prepare`")
+    if meta.get(INCOMPLETE):
+        raise LmzooError(f"{directory} is incomplete (preparation was interrupted while writing it); {rerun}")
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing or meta["dtype"] not in DTYPES:
         raise LmzooError(f"{path} is damaged (missing {missing or 'nothing'}, dtype {meta.get('dtype')}); "

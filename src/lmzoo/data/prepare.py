@@ -9,8 +9,10 @@ going to val), so any data with at least two tokens yields non-empty train and v
 val_fraction=1 sends everything to val (for evaluating a model on a whole file).
 
 Everything streams: blocks are tokenised in small groups and appended to temporary files
-that are renamed into place only at the end; meta.json is written last, so an interrupted
-run never leaves a dataset that looks valid.
+that are renamed into place only at the end, once every input has been read; meta.json is
+written last, so an interrupted run never leaves a dataset that looks valid, and a failed one
+(a mistyped path, a bad file) leaves an existing dataset as it was. An existing output folder
+is overwritten only if it holds an lmzoo dataset; see docs/safety.md.
 
 Optional filters (`drop_unk`, `blocklist`, `metadata_prefix`; see `lmzoo.data.filters`) act on
 whole documents before tokenising; meta.json then records them under "filters" with how many
@@ -18,8 +20,10 @@ documents each dropped. Without them the output is exactly what it was before fi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,17 +33,19 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from lmzoo.data.dataset import FORMAT, FORMAT_VERSION, META_FILE
+from lmzoo.data.dataset import FORMAT, FORMAT_VERSION, INCOMPLETE, META_FILE
 from lmzoo.data.filters import DocumentFilters
 from lmzoo.data.sources import Inputs, Piece, describe_inputs, list_files, mark_last
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
-from lmzoo.tokenizers import TOKENIZER_FILE, TOKENIZER_KINDS, Tokenizer, get_tokenizer
+from lmzoo.locking import output_lock
+from lmzoo.tokenizers import TOKENIZER_FILE, TOKENIZER_KINDS, Tokenizer, check_tokenizer_output, get_tokenizer
 from lmzoo.tokenizers.base import check_vocab_size
 
 BLOCK_CHARS = 1 << 16
 ENCODE_GROUP = 16  # blocks per encode_batch call: big enough to keep a BPE's threads busy
 SPLITS = ("train", "val")
+OUTPUT_FILES = ("train.bin", "val.bin", META_FILE, TOKENIZER_FILE)
 
 
 @dataclass
@@ -68,13 +74,19 @@ def prepare_dataset(inputs: Inputs, out_dir: str | os.PathLike, tokenizer: str |
     if max_tokens is not None and max_tokens < 1:
         raise LmzooError(f"max_tokens must be positive, got {max_tokens}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LmzooError(f"output path {out_dir} is a file; choose a directory")
     filters = DocumentFilters(drop_unk=drop_unk, blocklist=blocklist, metadata_prefix=metadata_prefix)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # An old meta.json must not vouch for the files this run is about to replace.
-    (out_dir / META_FILE).unlink(missing_ok=True)
+    if not callable(inputs):
+        list_files(inputs)  # a mistyped path fails now, before anything is written
+    with output_lock(out_dir):
+        _check_output_dir(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return _prepare(inputs, out_dir, tokenizer, val_fraction, text_field, seed, max_tokens, vocab_size,
+                        progress, filters)
 
+
+def _prepare(inputs: Inputs, out_dir: Path, tokenizer: str | os.PathLike | Tokenizer, val_fraction: float,
+             text_field: str, seed: int, max_tokens: int | None, vocab_size: int | None, progress: bool,
+             filters: DocumentFilters) -> dict[str, Any]:
     tok = _resolve_tokenizer(tokenizer, inputs, text_field, vocab_size, progress, filters)
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 65535 else np.uint32)
     pieces = _with_progress(filters.pieces(inputs, text_field), "tokenizing", inputs, progress)
@@ -83,8 +95,14 @@ def prepare_dataset(inputs: Inputs, out_dir: str | os.PathLike, tokenizer: str |
     blocks = _tokenize(_text_blocks(pieces, BLOCK_CHARS), tok, dtype)
     if max_tokens is not None:
         blocks = _truncate(blocks, max_tokens, tok)
-    splits = _write_splits(out_dir, _assign_splits(blocks, val_fraction, seed, tok), tok.eos_id)
-
+    with _split_writers(out_dir, tok.eos_id) as writers:
+        for name, block in _assign_splits(blocks, val_fraction, seed, tok):
+            writers[name].write(block)
+        # Every input is read and tokenised: only now is an existing dataset replaced. Its
+        # meta.json must not vouch for the new files meanwhile, but still marks the folder as ours.
+        write_json_atomic(out_dir / META_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                                INCOMPLETE: True})
+        splits = {name: writer.commit() for name, writer in writers.items()}
     tok.save(out_dir)
     meta = {
         "format": FORMAT,
@@ -231,11 +249,11 @@ def _hash_fraction(seed: int, index: int) -> float:
 
 
 class _SplitWriter:
-    """Appends token blocks to `<name>.bin.tmp`; `commit` renames it to `<name>.bin`."""
+    """Appends token blocks to `.<name>.bin.tmp-PID`; `commit` renames it to `<name>.bin`."""
 
     def __init__(self, path: Path, eos_id: int):
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # hidden, this process's own
         self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit() or discard()
         self.eos_id = eos_id
         self.stats = {"file": path.name, "tokens": 0, "bytes": 0, "documents": 0}
@@ -256,15 +274,35 @@ class _SplitWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def _write_splits(out_dir: Path, assigned: Iterable[tuple[str, _Block]], eos_id: int) -> dict[str, dict]:
+@contextlib.contextmanager
+def _split_writers(out_dir: Path, eos_id: int) -> Iterator[dict[str, _SplitWriter]]:
     writers = {name: _SplitWriter(out_dir / f"{name}.bin", eos_id) for name in SPLITS}
     try:
-        for name, block in assigned:
-            writers[name].write(block)
-        return {name: writer.commit() for name, writer in writers.items()}
+        yield writers
     finally:
         for writer in writers.values():
             writer.discard()  # after a commit there is nothing left to remove
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    """Files named like ours are overwritten only in a prepared dataset (an lmzoo meta.json);
+    in any other folder the run writes beside what is there, or refuses."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LmzooError(f"output path {out_dir} is a file; choose a directory")
+    check_tokenizer_output(out_dir)
+    clashes = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if not clashes or _is_dataset_meta(out_dir / META_FILE):
+        return
+    raise LmzooError(f"{out_dir} holds {', '.join(clashes)} but no lmzoo {META_FILE}; lmzoo will not overwrite "
+                     "files it did not write: choose another --out")
+
+
+def _is_dataset_meta(path: Path) -> bool:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
 
 
 def _with_progress(pieces: Iterable[Piece], desc: str, inputs: Inputs, enabled: bool) -> Iterator[Piece]:

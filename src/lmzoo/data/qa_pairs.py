@@ -16,9 +16,10 @@ it is written as the text's own span, so every answer is extractive by construct
 
 Output: `{"question", "answer", "title", "section", "section_index", "source_url"}` lines
 (`section` is the heading, "" for the lead). Resuming: `OUT.progress` records each finished
-piece as `(title, section_index)` after its pairs are flushed to OUT; a rerun cuts OUT back
-to the finished pieces (what a crash left of an unfinished one, a torn line included) and
-skips them, so no piece is asked about twice and no pair is written twice.
+piece as `(title, section_index)` after its pairs are flushed to OUT; a rerun checks both
+files are qa-pairs output, cuts OUT back to the finished pieces (what a crash left of an
+unfinished one, a torn line included) and skips them, so no piece is asked about twice and
+no pair is written twice. Files that are not qa-pairs output are refused, never changed.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from tqdm import tqdm
 
 from lmzoo.data.http import HttpStatusError, PoliteSession, user_agent
 from lmzoo.errors import LmzooError
+from lmzoo.io import read_own_jsonl
+from lmzoo.locking import output_lock
 
 PROGRESS_FORMAT, PROGRESS_VERSION = "lmzoo-qa-progress", 1
 ANTHROPIC_VERSION = "2023-06-01"
@@ -286,31 +289,24 @@ def _iter_articles(files: list[Path], limit: int | None) -> Iterator[dict[str, A
             yield record
 
 
-def _jsonl_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """`(end offset, record)` of each line; a torn last line is cut off the file."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    lines, offset = [], 0
-    for raw in data[:end].splitlines(keepends=True):
-        offset += len(raw)
-        try:
-            record = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            record = None
-        if not isinstance(record, dict):
-            raise LmzooError(f"{path} holds a line that is not a JSON object; use another --out")
-        lines.append((offset, record))
-    return lines
+def _is_progress_line(record: dict[str, Any]) -> bool:
+    return "format" in record or ("title" in record and "section_index" in record)
+
+
+def _is_pair(record: dict[str, Any]) -> bool:
+    return all(key in record for key in ("question", "answer", "title", "section_index"))
+
+
+def _piece(record: dict[str, Any]) -> tuple[Any, Any]:
+    return record.get("title"), record.get("section_index")
 
 
 def _resume(out: Path, progress: Path, run: dict[str, Any]) -> tuple[set[tuple[str, int]], int]:
-    """The finished pieces and the pairs in `out`, after cutting `out` back to those pieces."""
-    lines = _jsonl_lines(progress)
+    """The finished pieces and the pairs in `out`, after cutting `out` back to those pieces.
+
+    Both files are checked to be qa-pairs output before anything is cut: what is cut can only
+    be the pairs of the one piece a crash interrupted (or a torn line)."""
+    lines = read_own_jsonl(progress, _is_progress_line, (b'{"format": ', b'{"title": '), "qa-pairs progress file")
     if not lines:
         if out.exists() and out.stat().st_size:
             raise LmzooError(f"{out} exists but {progress} does not; use another --out (or delete {out})")
@@ -323,18 +319,21 @@ def _resume(out: Path, progress: Path, run: dict[str, Any]) -> tuple[set[tuple[s
     if header.get("run") != run:
         raise LmzooError(f"{out} was written with other section settings ({header.get('run')}); use the same "
                          "--section-chars and --min-section-chars, or another --out")
-    done = {(r.get("title"), r.get("section_index")) for _, r in lines[1:]}
+    done = {_piece(r) for _, r in lines[1:]}
     if done and not out.exists():
         raise LmzooError(f"{progress} lists finished sections but {out} is gone; delete {progress} to start again")
-    keep, pairs = 0, 0
-    for offset, record in _jsonl_lines(out):
-        if (record.get("title"), record.get("section_index")) not in done:
-            break  # the pairs of the piece a crash interrupted: asked again below
-        keep, pairs = offset, pairs + 1
+    pairs = read_own_jsonl(out, _is_pair, (b'{"question": ',), "qa-pairs output file")
+    finished = 0
+    while finished < len(pairs) and _piece(pairs[finished][1]) in done:
+        finished += 1
+    unfinished = {_piece(record) for _, record in pairs[finished:]}
+    if len(unfinished) > 1 or unfinished & done:
+        raise LmzooError(f"{out} does not match {progress} (its pairs do not follow the finished sections "
+                         "it lists); use another --out")
     if out.exists():
         with open(out, "r+b") as f:
-            f.truncate(keep)
-    return done, pairs
+            f.truncate(pairs[finished - 1][0] if finished else 0)
+    return done, finished
 
 
 def generate_qa_pairs(inputs: Iterable[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
@@ -352,47 +351,48 @@ def generate_qa_pairs(inputs: Iterable[str | os.PathLike] | str | os.PathLike, o
     out = Path(out)
     if out.is_dir():
         raise LmzooError(f"--out {out} is a directory; name a .jsonl file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    progress_path = out.with_name(out.name + ".progress")
-    done, pairs_before = _resume(out, progress_path, {"section_chars": section_chars,
-                                                      "min_section_chars": min_section_chars})
+    with output_lock(out):  # one writer per file: two runs would ask about and append the same pieces
+        out.parent.mkdir(parents=True, exist_ok=True)
+        progress_path = out.with_name(out.name + ".progress")
+        done, pairs_before = _resume(out, progress_path, {"section_chars": section_chars,
+                                                          "min_section_chars": min_section_chars})
 
-    def pieces() -> Iterator[tuple[dict[str, Any], int, str, str]]:
-        for article in _iter_articles(files, limit):
-            for index, (heading, text) in enumerate(split_sections(article["text"], section_chars,
-                                                                   min_section_chars)):
-                yield article, index, heading, text
+        def pieces() -> Iterator[tuple[dict[str, Any], int, str, str]]:
+            for article in _iter_articles(files, limit):
+                for index, (heading, text) in enumerate(split_sections(article["text"], section_chars,
+                                                                       min_section_chars)):
+                    yield article, index, heading, text
 
-    todo = sum((a["title"], i) not in done for a, i, _, _ in pieces())
-    stats = {"new_pairs": 0, "sections_done": 0, "not_in_text": 0, "unparseable_replies": 0, "duplicates": 0,
-             "over_limit": 0}
-    requests_before = client.http.requests
-    bar = tqdm(total=todo, desc="qa-pairs", unit="section", disable=not progress, dynamic_ncols=True)
-    try:
-        with open(out, "a", encoding="utf-8") as f, open(progress_path, "a", encoding="utf-8") as p:
-            for article, index, heading, text in pieces():
-                if (article["title"], index) in done:
-                    continue
-                prompt = PROMPT.format(n=max_pairs, title=article["title"], section=heading or "(introduction)",
-                                       text=text)
-                for pair in _keep(parse_pairs(client.ask(prompt)), text, max_pairs, stats):
-                    f.write(json.dumps({**pair, "title": article["title"], "section": heading,
-                                        "section_index": index, "source_url": article.get("url")},
-                                       ensure_ascii=False) + "\n")
-                    stats["new_pairs"] += 1
-                f.flush()  # the pairs first, then the mark that the piece is done
-                p.write(json.dumps({"title": article["title"], "section_index": index}, ensure_ascii=False) + "\n")
-                p.flush()
-                done.add((article["title"], index))
-                stats["sections_done"] += 1
-                bar.update()
-    finally:
-        bar.close()
-    return {"out": str(out), "pairs": pairs_before + stats["new_pairs"], "new_pairs": stats["new_pairs"],
-            "sections": len(done), "sections_done_now": stats["sections_done"],
-            "dropped": {k: stats[k] for k in ("not_in_text", "duplicates", "over_limit")},
-            "unparseable_replies": stats["unparseable_replies"], "requests": client.http.requests - requests_before,
-            "usage": dict(client.usage)}
+        todo = sum((a["title"], i) not in done for a, i, _, _ in pieces())
+        stats = {"new_pairs": 0, "sections_done": 0, "not_in_text": 0, "unparseable_replies": 0, "duplicates": 0,
+                 "over_limit": 0}
+        requests_before = client.http.requests
+        bar = tqdm(total=todo, desc="qa-pairs", unit="section", disable=not progress, dynamic_ncols=True)
+        try:
+            with open(out, "a", encoding="utf-8") as f, open(progress_path, "a", encoding="utf-8") as p:
+                for article, index, heading, text in pieces():
+                    if (article["title"], index) in done:
+                        continue
+                    prompt = PROMPT.format(n=max_pairs, title=article["title"], section=heading or "(introduction)",
+                                           text=text)
+                    for pair in _keep(parse_pairs(client.ask(prompt)), text, max_pairs, stats):
+                        f.write(json.dumps({**pair, "title": article["title"], "section": heading,
+                                            "section_index": index, "source_url": article.get("url")},
+                                           ensure_ascii=False) + "\n")
+                        stats["new_pairs"] += 1
+                    f.flush()  # the pairs first, then the mark that the piece is done
+                    p.write(json.dumps({"title": article["title"], "section_index": index}, ensure_ascii=False) + "\n")
+                    p.flush()
+                    done.add((article["title"], index))
+                    stats["sections_done"] += 1
+                    bar.update()
+        finally:
+            bar.close()
+        return {"out": str(out), "pairs": pairs_before + stats["new_pairs"], "new_pairs": stats["new_pairs"],
+                "sections": len(done), "sections_done_now": stats["sections_done"],
+                "dropped": {k: stats[k] for k in ("not_in_text", "duplicates", "over_limit")},
+                "unparseable_replies": stats["unparseable_replies"], "requests": client.http.requests - requests_before,
+                "usage": dict(client.usage)}
 
 
 def _keep(pairs: list[dict[str, str]] | None, text: str, max_pairs: int,

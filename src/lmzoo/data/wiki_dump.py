@@ -7,10 +7,12 @@ into text (`wikitext.py` says what is kept and removed). Redirects, non-article 
 
 Output: `wiki-NNNNN.jsonl` shards of `{"title", "id", "url", "text"}` lines, `summary.json`
 and `progress.json`. The open shard is `wiki-NNNNN.jsonl.partial` until it is full or the
-run ends. Every CHECKPOINT_PAGES pages, progress.json is replaced atomically with the pages
-done and the bytes of the open shard they wrote; a rerun truncates that shard to those bytes
-(dropping what a crash left half written) and skips the pages done, so its shards are byte
-for byte those of an uninterrupted run.
+run ends without an error (a failed or interrupted run leaves it `.partial`). progress.json
+is written before the first page and then, every CHECKPOINT_PAGES pages, replaced atomically
+with the pages done and the bytes of the open shard they wrote; a rerun truncates that shard
+to those bytes (dropping what a crash left half written) and skips the pages done, so its
+shards are byte for byte those of an uninterrupted run. A directory holding shards or a
+summary.json without progress.json is not a run to resume and is refused.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from tqdm import tqdm
 from lmzoo.data.wikitext import LANG_CODE, MEDIA_NAMESPACES, Site, clean_wikitext
 from lmzoo.errors import LmzooError
 from lmzoo.io import read_format_json, write_json_atomic
+from lmzoo.locking import output_lock
 
 PROGRESS_FILE, SUMMARY_FILE = "progress.json", "summary.json"
 PROGRESS_FORMAT, PROGRESS_VERSION = "lmzoo-wiki-progress", 1
@@ -221,15 +224,16 @@ class _ShardWriter:
         self.file.flush()
         os.fsync(self.file.fileno())
 
-    def finish(self) -> None:
-        """Close the open shard under its final name (an empty one is deleted)."""
+    def finish(self, final: bool = True) -> None:
+        """Close the open shard, under its final name if `final` (else it stays `.partial`, as
+        after a failed run); an empty one is deleted."""
         self.sync()
         self.file.close()
         partial = _shard_path(self.out_dir, self.index, True)
-        if self.bytes:
-            os.replace(partial, _shard_path(self.out_dir, self.index))
-        else:
+        if not self.bytes:
             partial.unlink()
+        elif final:
+            os.replace(partial, _shard_path(self.out_dir, self.index))
 
 
 def extract_wiki_dump(dumps: Iterable[str | os.PathLike] | str | os.PathLike, out_dir: str | os.PathLike, *,
@@ -251,13 +255,14 @@ def extract_wiki_dump(dumps: Iterable[str | os.PathLike] | str | os.PathLike, ou
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LmzooError(f"output path {out_dir} is a file; choose a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
     run = {"inputs": [{"path": str(p.resolve()), "bytes": p.stat().st_size} for p in files],
            "min_chars": min_chars, "lang": lang, "shard_bytes": shard_bytes}
-    state = _load_progress(out_dir, run)
-    if not state.complete and (max_articles is None or state.articles < max_articles):
-        _extract(files, out_dir, run, state, max_articles, workers, progress)
-    return _write_summary(out_dir, run, state)
+    with output_lock(out_dir):  # one writer per directory: two runs would write the same shards
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = _load_progress(out_dir, run)
+        if not state.complete and (max_articles is None or state.articles < max_articles):
+            _extract(files, out_dir, run, state, max_articles, workers, progress)
+        return _write_summary(out_dir, run, state)
 
 
 def _require_libraries() -> None:
@@ -271,9 +276,13 @@ def _require_libraries() -> None:
 def _load_progress(out_dir: Path, run: dict[str, Any]) -> _Progress:
     path = out_dir / PROGRESS_FILE
     if not path.exists():
-        if any(SHARD_NAME.match(p.name) for p in out_dir.iterdir()):
-            raise LmzooError(f"{out_dir} holds wiki shards but no {PROGRESS_FILE}; choose an empty directory")
-        return _Progress()
+        theirs = sorted(p.name for p in out_dir.iterdir() if SHARD_NAME.match(p.name) or p.name == SUMMARY_FILE)
+        if theirs:
+            raise LmzooError(f"{out_dir} holds {', '.join(theirs[:3])} but no {PROGRESS_FILE}, so not a wiki-dump "
+                             "run to resume; lmzoo will not overwrite them: choose a new or empty directory")
+        state = _Progress()
+        _save_progress(out_dir, run, state)  # first: a run killed at once can be resumed, and the folder is ours
+        return state
     fix = "delete the output directory and start again"
     data = read_format_json(path, PROGRESS_FORMAT, PROGRESS_VERSION, "wiki-dump progress file", fix)
     if data.get("run") != run:
@@ -295,26 +304,35 @@ def _extract(files: list[Path], out_dir: Path, run: dict[str, Any], state: _Prog
     writer = _ShardWriter(out_dir, state.shard_index, state.shard_bytes, run["shard_bytes"])
     bar = tqdm(desc="wiki-dump", unit="page", disable=not progress, dynamic_ncols=True)
     try:
-        for file_index in range(state.file_index, len(files)):
-            pages = _iter_pages(files[file_index], run["lang"], state.pages_in_file)
-            with contextlib.closing(_outcomes(pages, run["min_chars"], workers)) as outcomes:
-                for outcome in outcomes:
-                    if isinstance(outcome, dict):
-                        writer.write(outcome)
-                    _commit_page(state, outcome, writer)
-                    bar.update()
-                    if state.pages % CHECKPOINT_PAGES == 0:
-                        writer.sync()
-                        _save_progress(out_dir, run, state)
-                        bar.set_postfix(articles=state.articles, refresh=False)
-                    if max_articles is not None and state.articles >= max_articles:
-                        return
-            state.file_index, state.pages_in_file = file_index + 1, 0
-        state.complete = True
+        _extract_pages(files, out_dir, run, state, max_articles, workers, writer, bar)
+    except BaseException:
+        writer.finish(final=False)  # every handled page is kept; the unfinished shard keeps its temp name
+        raise
+    else:
+        writer.finish()
     finally:
         bar.close()
-        writer.finish()  # also on errors and Ctrl-C: every handled page is kept
         _save_progress(out_dir, run, state)
+
+
+def _extract_pages(files: list[Path], out_dir: Path, run: dict[str, Any], state: _Progress,
+                   max_articles: int | None, workers: int, writer: _ShardWriter, bar: tqdm) -> None:
+    for file_index in range(state.file_index, len(files)):
+        pages = _iter_pages(files[file_index], run["lang"], state.pages_in_file)
+        with contextlib.closing(_outcomes(pages, run["min_chars"], workers)) as outcomes:
+            for outcome in outcomes:
+                if isinstance(outcome, dict):
+                    writer.write(outcome)
+                _commit_page(state, outcome, writer)
+                bar.update()
+                if state.pages % CHECKPOINT_PAGES == 0:
+                    writer.sync()
+                    _save_progress(out_dir, run, state)
+                    bar.set_postfix(articles=state.articles, refresh=False)
+                if max_articles is not None and state.articles >= max_articles:
+                    return
+        state.file_index, state.pages_in_file = file_index + 1, 0
+    state.complete = True
 
 
 def _outcomes(pages: Iterable[tuple[PageFields, Site]], min_chars: int,

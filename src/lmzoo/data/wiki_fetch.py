@@ -19,9 +19,10 @@ become paragraphs of their own, as in `wiki_dump` output. Disambiguation pages, 
 pages and articles shorter than `min_chars` are skipped and counted.
 
 The output file is the state: each article is appended as one line `{"title", "url",
-"category", "lang", "text"}` and flushed. A rerun reads it, cuts a torn last line (a crash
-mid-write), and skips the titles it holds (after redirects too), so an interrupted run
-continues without duplicates. Counts per category cover all runs into the file.
+"category", "lang", "text"}` and flushed. A rerun reads it, checks every line is an article,
+then cuts a torn last line (a crash mid-write), and skips the titles it holds (after redirects
+too), so an interrupted run continues without duplicates. Counts per category cover all runs
+into the file. A file that is not wiki-fetch output is refused, never changed.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ from tqdm import tqdm
 from lmzoo.data.http import HttpStatusError, PoliteSession, user_agent
 from lmzoo.data.wikitext import DROPPED_SECTIONS, LANG_CODE
 from lmzoo.errors import LmzooError
+from lmzoo.io import read_own_jsonl
+from lmzoo.locking import output_lock
 
 PAGEVIEWS_URL = "https://wikimedia.org/api/rest_v1"
 MAX_MONTHS = 12  # how far back the top list may reach for more articles
@@ -95,29 +98,30 @@ def fetch_wiki_articles(out: str | os.PathLike, *, lang: str = "de", top: int = 
     out = Path(out)
     if out.is_dir():
         raise LmzooError(f"--out {out} is a directory; name a .jsonl file")
-    done = _read_done(out, lang)
-    site = _site_info(http, api_url)
-    stats = {"new": 0, "requests_before": http.requests, "skipped": dict.fromkeys(SKIP_REASONS, 0)}
-    # Category members first: a wrong category name fails before anything is fetched.
-    plans: list[tuple[str | None, Iterable[str]]] = []
-    for name in categories:
-        label = _category_label(name, site)
-        if done.per_category.get(label, 0) < top:  # a category finished in an earlier run needs nothing
-            plans.append((label, _ranked_members(http, api_url, _category_title(name, site), category_depth)))
-    if not categories:
-        plans = [(None, _top_titles(http, pageviews_url, f"{lang}.wikipedia", first_month, site, stats["skipped"]))]
-    wanted = sum(max(0, top - done.per_category.get(label, 0)) for label, _ in plans)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=wanted, desc="wiki-fetch", unit="article", disable=not progress, dynamic_ncols=True)
-    try:
-        with open(out, "a", encoding="utf-8") as f:
-            for label, titles in plans:
-                _collect(http, api_url, site, label, titles, top, min_chars, lang, done, stats, f, bar)
-    finally:
-        bar.close()
-    return {"out": str(out), "articles": sum(done.per_category.values()), "new": stats["new"],
-            "skipped": stats["skipped"], "requests": http.requests - stats["requests_before"],
-            "per_category": {k if k is not None else "(most viewed)": v for k, v in done.per_category.items()}}
+    with output_lock(out):  # one writer per file: two runs would fetch and append the same titles
+        done = _read_done(out, lang)
+        site = _site_info(http, api_url)
+        stats = {"new": 0, "requests_before": http.requests, "skipped": dict.fromkeys(SKIP_REASONS, 0)}
+        # Category members first: a wrong category name fails before anything is fetched.
+        plans: list[tuple[str | None, Iterable[str]]] = []
+        for name in categories:
+            label = _category_label(name, site)
+            if done.per_category.get(label, 0) < top:  # a category finished in an earlier run needs nothing
+                plans.append((label, _ranked_members(http, api_url, _category_title(name, site), category_depth)))
+        if not categories:
+            plans = [(None, _top_titles(http, pageviews_url, f"{lang}.wikipedia", first_month, site, stats["skipped"]))]
+        wanted = sum(max(0, top - done.per_category.get(label, 0)) for label, _ in plans)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=wanted, desc="wiki-fetch", unit="article", disable=not progress, dynamic_ncols=True)
+        try:
+            with open(out, "a", encoding="utf-8") as f:
+                for label, titles in plans:
+                    _collect(http, api_url, site, label, titles, top, min_chars, lang, done, stats, f, bar)
+        finally:
+            bar.close()
+        return {"out": str(out), "articles": sum(done.per_category.values()), "new": stats["new"],
+                "skipped": stats["skipped"], "requests": http.requests - stats["requests_before"],
+                "per_category": {k if k is not None else "(most viewed)": v for k, v in done.per_category.items()}}
 
 
 # --- the output file ----------------------------------------------------------------------
@@ -136,27 +140,16 @@ class _Done:
 def _read_done(out: Path, lang: str) -> _Done:
     """The articles already in `out`; a torn last line (a crash mid-write) is cut off."""
     done = _Done()
-    if not out.exists():
-        return done
-    data = out.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(out, "r+b") as f:
-            f.truncate(end)
-    for number, line in enumerate(data[:end].decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("title"), str):
-            raise LmzooError(f"line {number} of {out} is not a wiki-fetch article; use another --out")
+    for _, record in read_own_jsonl(out, _is_article, (b'{"title": ',), "wiki-fetch article file"):
         if record.get("lang") != lang:
             raise LmzooError(f"{out} holds {record.get('lang')!r} articles, not {lang!r}; use another --out")
         done.add(record)
     done.before = set(done.titles)
     return done
+
+
+def _is_article(record: dict[str, Any]) -> bool:
+    return isinstance(record.get("title"), str) and isinstance(record.get("text"), str)
 
 
 def _collect(http: PoliteSession, api_url: str, site: SiteInfo, label: str | None, titles: Iterable[str],

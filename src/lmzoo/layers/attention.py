@@ -1,7 +1,6 @@
 """Grouped-query self-attention with RoPE, optional QK-norm and sliding window."""
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -10,20 +9,6 @@ from torch import nn
 from lmzoo.layers.kv_cache import KVCache, RingKVCache, causal_mask
 from lmzoo.layers.norm import RMSNorm
 from lmzoo.layers.rotary import RotaryEmbedding
-
-
-def reference_attention(q, k, v, mask=None, is_causal=False):
-    """Explicit softmax attention (the textbook form), for tests and the SDPA comparison."""
-    if k.shape[1] != q.shape[1]:
-        rep = q.shape[1] // k.shape[1]
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if is_causal:
-        lq, lk = q.shape[-2], k.shape[-2]
-        mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v
 
 
 class Attention(nn.Module):
@@ -44,8 +29,8 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, norm_eps) if qk_norm else None
         self.rope = RotaryEmbedding(self.head_dim, rope_theta)
 
-    def new_cache(self, capacity: int = 256):
-        return RingKVCache(self.window) if self.window else KVCache(capacity)
+    def new_state(self) -> KVCache | RingKVCache:
+        return RingKVCache(self.window) if self.window else KVCache()
 
     def forward(self, x: torch.Tensor, start: int = 0, cache=None) -> torch.Tensor:
         b, n, _ = x.shape

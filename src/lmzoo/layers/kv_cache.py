@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from lmzoo.layers.state import LayerState
+
 
 def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
     """[Lq, Lk] bool, True where query at q_pos may see key at k_pos (k_pos < 0 marks empty slots)."""
@@ -19,19 +21,20 @@ def causal_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) ->
     return allowed
 
 
-class KVCache:
-    """Growing contiguous cache for full (unwindowed) attention. Capacity doubles when full."""
+class KVCache(LayerState):
+    """Growing contiguous cache for full (unwindowed) attention: capacity doubles when full, so
+    memory follows the tokens actually fed, never a requested maximum."""
 
-    def __init__(self, capacity: int = 256):
-        self.capacity = max(1, capacity)
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+    batch_dims = {"k": 0, "v": 0}  # [B, Hkv, capacity, Dh]
+
+    def __init__(self):
+        super().__init__()
         self.length = 0
 
     def _reserve(self, like: torch.Tensor, needed: int) -> None:
         if self.k is not None and needed <= self.k.shape[2]:
             return
-        cap = max(needed, self.capacity if self.k is None else 2 * self.k.shape[2])
+        cap = max(needed, 0 if self.k is None else 2 * self.k.shape[2])
         b, h, _, d = like.shape
         k = like.new_empty(b, h, cap, d)
         v = like.new_empty(b, h, cap, d)
@@ -40,7 +43,7 @@ class KVCache:
             v[:, :, : self.length] = self.v[:, :, : self.length]
         self.k, self.v = k, v
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, start: int, window: int | None = None):
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
         """Append a chunk; return (keys, values, mask) for the chunk's queries."""
         n = k.shape[2]
         if self.k is not None and k.dtype != self.k.dtype:
@@ -57,14 +60,15 @@ class KVCache:
         return keys, values, causal_mask(q_pos, k_pos, None)
 
 
-class RingKVCache:
+class RingKVCache(LayerState):
     """Fixed-size ring of the last `window` keys for sliding-window attention: O(window) memory."""
 
+    # k, v [B, Hkv, window, Dh]; pos [window]: the absolute position held by each slot, -1 if empty
+    batch_dims = {"k": 0, "v": 0, "pos": None}
+
     def __init__(self, window: int):
+        super().__init__()
         self.window = window
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.pos: torch.Tensor | None = None  # absolute position held by each slot, -1 if empty
 
     def _allocate(self, like: torch.Tensor) -> None:
         b, h, _, d = like.shape
@@ -79,7 +83,7 @@ class RingKVCache:
         self.v[:, :, slots] = v[:, :, -keep:]
         self.pos[slots] = positions[-keep:]
 
-    def update(self, k: torch.Tensor, v: torch.Tensor, start: int, window: int | None = None):
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int):
         if self.k is None:
             self._allocate(k)
         elif k.dtype != self.k.dtype:

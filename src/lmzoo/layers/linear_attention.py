@@ -11,7 +11,7 @@ stream). Three forms give the same numbers (tested against each other):
   chunk a masked [C, C] product, across chunks the running sums (prefix sums of per-chunk
   k^T v). Work and memory are linear in the length.
 - `recurrent_linear_attention`: one token at a time from the running sums (decoding).
-- `reference_linear_attention`: the quadratic masked form, for tests.
+- `lmzoo.layers.reference.reference_linear_attention`: the quadratic masked form, for tests.
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.layers.precision import upcast
 from lmzoo.layers.short_conv import ShortConv
+from lmzoo.layers.state import LayerState
 
 EPS = 1e-6
 MAX_CHUNK = 64
@@ -36,24 +38,11 @@ def chunk_size(window: int) -> int:
     return window if window <= MAX_CHUNK else math.gcd(window, MAX_CHUNK)
 
 
-class LinearAttentionState:
+class LinearAttentionState(LayerState):
     """Running sums of the current window: S = sum phi(k) v^T [B, H, dh, dh], z = sum phi(k) [B, H, dh];
-    `tail`: the short convolution's last inputs."""
+    `tail`: the short convolution's last inputs [B, conv_size - 1, D]."""
 
-    def __init__(self):
-        self.S: torch.Tensor | None = None
-        self.z: torch.Tensor | None = None
-        self.tail: torch.Tensor | None = None
-
-
-def reference_linear_attention(q, k, v, window: int, overlap: bool = False) -> torch.Tensor:
-    """Quadratic form on feature-mapped q, k [B, H, L, dh] from position 0."""
-    pos = torch.arange(q.shape[-2], device=q.device)
-    visible = pos[None, :] <= pos[:, None]
-    if not overlap:
-        visible &= (pos[None, :] // window) == (pos[:, None] // window)
-    scores = (q @ k.transpose(-1, -2)) * visible
-    return (scores @ v) / (scores.sum(-1, keepdim=True) + EPS)
+    batch_dims = {"S": 0, "z": 0, "tail": 0}
 
 
 def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,
@@ -72,6 +61,13 @@ def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,
         num = (qt[..., None, :] @ state.S).squeeze(-2)
         outs.append(num / ((qt * state.z).sum(-1, keepdim=True) + EPS))
     return torch.stack(outs, dim=2)
+
+
+def exclusive_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sums of the entries before each one along `dim` (the first is 0). Unlike cumsum - x, the
+    rounding of an entry's sum never involves the entries after it."""
+    shifted = x.narrow(dim, 0, x.shape[dim] - 1).cumsum(dim)
+    return torch.cat((torch.zeros_like(x.narrow(dim, 0, 1)), shifted), dim)
 
 
 def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
@@ -94,8 +90,7 @@ def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
     chunk_z = kc.sum(-2)                                                # [B, H, G, K, dh]
     if overlap:  # one running sum over every chunk of the call
         chunk_S, chunk_z = chunk_S.flatten(2, 3)[:, :, None], chunk_z.flatten(2, 3)[:, :, None]
-    S = chunk_S.cumsum(3) - chunk_S                                     # sums before each chunk
-    z = chunk_z.cumsum(3) - chunk_z
+    S, z = exclusive_cumsum(chunk_S, 3), exclusive_cumsum(chunk_z, 3)  # sums before each chunk
     carried = state is not None and state.S is not None and (overlap or start % window != 0)
     if carried:  # the earlier part of the first window (every window, with overlap)
         first = slice(None) if overlap else slice(0, 1)
@@ -137,7 +132,7 @@ class LocalLinearAttention(nn.Module):
                 state.tail = tail
         q, k, v = self.qkv(h).view(B, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # fp32 for the running sums and the normaliser (bf16 loses the denominator's precision)
-        q, k, v = feature_map(q.float()), feature_map(k.float()), v.float()
+        q, k, v = feature_map(upcast(q)), feature_map(upcast(k)), upcast(v)
         if state is not None and n == 1:
             y = recurrent_linear_attention(q, k, v, start, self.window, self.overlap, state)
         else:

@@ -14,16 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmzoo.layers.kv_cache import causal_mask
+from lmzoo.layers.state import LayerState
 from lmzoo.layers.rotary import RotaryEmbedding
 
 
-class WindowHistory:
+class WindowHistory(LayerState):
     """One layer's keys/values of the w-1 tokens before the next chunk (decoding state)."""
 
-    def __init__(self):
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+    batch_dims = {"k": 0, "v": 0}  # [B, w-1, Hkv, Dh]
 
 
 class GatedLocalAttention(nn.Module):
@@ -88,18 +86,3 @@ class GatedLocalAttention(nn.Module):
         """[B, P, Hkv, Dh] and [N, w] flat row ids -> [N, Hkv, w, Dh]."""
         flat = ext.reshape(-1, *ext.shape[2:])
         return flat.index_select(0, rows.reshape(-1)).view(*rows.shape, *ext.shape[2:]).transpose(1, 2)
-
-
-def reference_local_attention(module: GatedLocalAttention, h: torch.Tensor, selected: torch.Tensor,
-                              scale: torch.Tensor) -> torch.Tensor:
-    """Dense form: every token attends to its window, then unselected rows are zeroed (for tests)."""
-    b, n, d = h.shape
-    hq, hk, dh = module.n_heads, module.n_kv_heads, module.head_dim
-    q = module.rope(module.q(h).view(b, n, hq, dh).transpose(1, 2))
-    k, v = module.kv(h).view(b, n, 2, hk, dh).unbind(2)
-    k, v = module.rope(k.transpose(1, 2)), v.transpose(1, 2)
-    pos = torch.arange(n, device=h.device)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(pos, pos, module.window),
-                                       enable_gqa=hk != hq)
-    y = module.out(y.transpose(1, 2).reshape(b, n, d))
-    return y * (selected * scale)[..., None].to(y.dtype)

@@ -23,12 +23,3 @@ def causal_conv_last(x: torch.Tensor, h: torch.Tensor, n: int) -> torch.Tensor:
     if n == 1:
         return (x * h.flip(-1).to(x.dtype)).sum(-1, keepdim=True)
     return fft_causal_conv(x, h)[..., -n:]
-
-
-def direct_causal_conv(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """The same sum computed directly, O(L^2) (the reference, and the decoding form)."""
-    n = x.shape[-1]
-    lags = torch.arange(n, device=x.device)
-    index = lags[:, None] - lags[None, :]                     # [i, j] = i - j
-    toeplitz = h[:, index.clamp(min=0)] * (index >= 0)        # [D, i, j] = h[i - j] for j <= i
-    return torch.einsum("dij,...dj->...di", toeplitz, x)

@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.layers.precision import upcast
+from lmzoo.layers.state import LayerState
+
 NO_DOC = -(1 << 40)  # the document id of empty memory slots: equal to no real document
 
 
@@ -81,16 +84,16 @@ class AttentionPool(nn.Module):
         k, c = grid.complete, grid.size
         x = grid.stream[:, :k * c].unflatten(1, (k, c))                     # [B, k, c, D]
         same_doc = grid.docs[:, :k * c].unflatten(1, (k, c)) == grid.segment_docs()[..., None]
-        logits = self.score(x).squeeze(-1).float().masked_fill(~same_doc, float("-inf"))
+        logits = upcast(self.score(x).squeeze(-1)).masked_fill(~same_doc, float("-inf"))
         weights = logits.softmax(-1).to(x.dtype)           # the last token is always of its own doc
         return (weights[..., None] * x).sum(2)                               # [B, k, D]
 
 
-class MemoryState:
-    """GMG decoding state: keys/values of the last `slots` summaries and their (rebased) documents."""
+class MemoryState(LayerState):
+    """GMG decoding state: keys/values of the last `slots` summaries [B, H, slots, dh] and their
+    (rebased) documents [B, slots]."""
 
-    def __init__(self):
-        self.keys = self.values = self.docs = None
+    batch_dims = {"keys": 0, "values": 0, "docs": 0}
 
 
 class GlobalMemoryGate(nn.Module):
@@ -132,7 +135,7 @@ class GlobalMemoryGate(nn.Module):
         doc_win = docs.unfold(1, m, 1)[:, :S]                                # [B, S, m]
         q = grid.grid(self.q(h).view(B, -1, self.heads, self.head_dim)).permute(0, 3, 1, 2, 4)  # [B, H, S, c, dh]
         visible = grid.grid(grid.docs[:, grid.left:grid.left + grid.n])[..., None] == doc_win[:, :, None, :]
-        scores = (q @ key_win).float() / math.sqrt(self.head_dim)           # [B, H, S, c, m]
+        scores = upcast(q @ key_win) / math.sqrt(self.head_dim)           # [B, H, S, c, m]
         scores = scores.masked_fill(~visible[:, None], torch.finfo(scores.dtype).min)
         weights = torch.where(visible[:, None].any(-1, keepdim=True), scores.softmax(-1), 0.0).to(q.dtype)
         read = weights @ value_win.transpose(-1, -2)                          # [B, H, S, c, dh]
@@ -141,11 +144,11 @@ class GlobalMemoryGate(nn.Module):
         return (1 - g) * x + g * r
 
 
-class CompressionState:
-    """CCU decoding state: the GRU state after the last complete segment and its (rebased) document."""
+class CompressionState(LayerState):
+    """CCU decoding state: the GRU state after the last complete segment [B, d_state] and its
+    (rebased) document [B]."""
 
-    def __init__(self):
-        self.hidden = self.doc = None
+    batch_dims = {"hidden": 0, "doc": 0}
 
 
 class ContextCompression(nn.Module):

@@ -37,15 +37,3 @@ class ShortConv(nn.Module):
         for j in range(1, self.kernel):
             y = y + ext[:, j:j + n] * weight[:, j]
         return y, ext[:, ext.shape[1] - (self.kernel - 1):]
-
-
-def reference_short_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Position-by-position form of `ShortConv` from position 0 (slow; for tests)."""
-    kernel = weight.shape[1]
-    out = torch.zeros_like(x)
-    for t in range(x.shape[1]):
-        for j in range(kernel):
-            source = t - kernel + 1 + j
-            if source >= 0:
-                out[:, t] += weight[:, j] * x[:, source]
-    return out

@@ -11,11 +11,11 @@ mean(p) backward), so it can pull the realised rate toward its target.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lmzoo.layers.precision import upcast
 
 
 def forced_spikes(start: int, n: int, rate: float, device) -> torch.Tensor:
@@ -38,31 +38,20 @@ class SpikeGate(nn.Module):
         # a loaded model must use the temperature it was trained to.
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.force_rate: float | None = None  # benchmarks: replace the decision by a fixed pattern
-        self.capacity: float | None = None     # training only: cap the share of spiked tokens per sequence
 
     def forward(self, h_before: torch.Tensor, h_after: torch.Tensor, start: int = 0):
         """-> (p [B, n] in (0, 1), spike [B, n] bool)."""
         score = self.score_out(F.gelu(self.score_in(torch.cat((h_before, h_after), dim=-1)))).squeeze(-1)
-        p = torch.sigmoid((score.float() - self.threshold) / self.temperature)
+        p = torch.sigmoid((upcast(score) - self.threshold) / self.temperature)
         if self.force_rate is not None:
             pattern = forced_spikes(start, p.shape[1], self.force_rate, p.device)
             return p, pattern.expand_as(p)
-        spike = p > 0.5
-        if self.capacity is not None and self.training:
-            spike &= within_capacity(p, self.capacity)
-        return p, spike
-
-
-def within_capacity(p: torch.Tensor, capacity: float) -> torch.Tensor:
-    """True for each sequence's ceil(capacity * n) highest-p tokens (a training-time cap)."""
-    k = min(p.shape[1], max(1, math.ceil(capacity * p.shape[1])))
-    kth = p.topk(k, dim=1).values[:, -1:]
-    return p >= kth
+        return p, p > 0.5
 
 
 def straight_through_rate(p: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
     """The realised spike rate in the forward pass, with the gradient of mean(p)."""
-    return spike.float().mean() + p.mean() - p.mean().detach()
+    return spike.to(p.dtype).mean() + p.mean() - p.mean().detach()
 
 
 def anneal_temperature(progress: float, start: float, end: float) -> float:

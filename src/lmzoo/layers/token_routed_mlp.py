@@ -41,8 +41,8 @@ class TokenRoute:
 
 
 def _grouped_available(x: torch.Tensor) -> bool:
-    if not hasattr(F, "grouped_mm"):
-        return False
+    if not hasattr(F, "grouped_mm") or x.dtype not in (torch.float32, torch.bfloat16):
+        return False  # no float64 (or fp16) grouped kernel: the looped reference serves those
     if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
         return False  # the compiled grouped_mm accepts bf16 only
     if x.device.type == "cuda":  # CUDA kernels need bf16 on sm90+

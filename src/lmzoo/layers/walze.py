@@ -8,7 +8,7 @@ and the three "above" it in the 32-wide grid), times an optional per-layer dilat
     c_t = bias + sum_k w_k * h_{t - offset_k}          (per channel; h before t=0 is zero)
     y_t = W_out(c_t * silu(W_gate h_t))                 (the channel mixing a depthwise conv lacks)
 
-Decoding keeps the last `max_offset` inputs in a circular buffer: token t is written to slot
+Decoding keeps the last `span` = max(offsets) inputs in a circular buffer: token t is written to slot
 t mod R and tap k reads slot (t - offset_k) mod R, so a step costs no shifting copy.
 """
 from __future__ import annotations
@@ -17,15 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmzoo.layers.state import LayerState
+
 DEFAULT_TAPS = (0, 1, 2, 31, 32, 33)
 
 
-class WalzeBuffer:
+class WalzeBuffer(LayerState):
     """Circular buffer of one layer's last R roller inputs, per sample ([B, R, D], zeros = before t=0)."""
 
+    batch_dims = {"slots": 0}
+
     def __init__(self, span: int):
+        super().__init__()
         self.span = span
-        self.slots: torch.Tensor | None = None
 
     def history(self, like: torch.Tensor, start: int) -> torch.Tensor:
         """Inputs at positions start-R .. start-1, oldest first: [B, R, D]."""
@@ -83,17 +87,3 @@ class CausalWalze(nn.Module):
         if buffer is not None:
             buffer.write(h, start)
         return self.out(c * F.silu(self.gate(h)))
-
-
-def reference_walze_conv(h: torch.Tensor, offsets: tuple[int, ...], weight: torch.Tensor,
-                         bias: torch.Tensor) -> torch.Tensor:
-    """Position-by-position form of `CausalWalze.convolve` (slow; for tests)."""
-    b, n, d = h.shape
-    out = torch.zeros_like(h)
-    for t in range(n):
-        acc = bias.clone().expand(b, d)
-        for k, offset in enumerate(offsets):
-            if t - offset >= 0:
-                acc = acc + weight[k] * h[:, t - offset]
-        out[:, t] = acc
-    return out

@@ -63,20 +63,3 @@ class CausalWaveletDecomposition(nn.Module):
             bands.append(hi)
             approx = lo
         return bands + [approx], inputs
-
-
-def reference_decomposition(x: torch.Tensor, levels: int, wavelet: str = "db4") -> list[torch.Tensor]:
-    """Position-by-position form of the decomposition (slow; for tests)."""
-    lo, hi = wavelet_filters(wavelet)
-    bands, approx = [], x
-    for level in range(levels):
-        step = 2 ** level
-        new_lo, new_hi = torch.zeros_like(approx), torch.zeros_like(approx)
-        for i in range(x.shape[-1]):
-            for k in range(len(lo)):
-                if i - k * step >= 0:
-                    new_lo[..., i] += lo[k] * approx[..., i - k * step]
-                    new_hi[..., i] += hi[k] * approx[..., i - k * step]
-        bands.append(new_hi)
-        approx = new_lo
-    return bands + [approx]

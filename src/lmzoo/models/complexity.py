@@ -7,8 +7,8 @@ dense model, 1/E of the MLP FLOPs per token.
 
 Presets: the lmzoo sizes (nano..base) use the dense baseline's shapes so the two compare at
 equal parameters. The seed's own table is kept too; its tiny/small/base clash with the
-lmzoo names, so they are `seed-tiny`, `seed-small`, `seed-base` (see docs/architectures.md).
-`create_complexity_model(name)` accepts the seed's names.
+lmzoo names, so they are `seed-tiny`, `seed-small`, `seed-base` (see docs/architectures.md);
+`lmzoo.seed_api.create_complexity_model(name)` accepts the seed's names.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch import nn
 from lmzoo.errors import LmzooError
 from lmzoo.layers.token_routed_mlp import ROUTINGS, TokenRoute, TokenRoutedMLP
 from lmzoo.models.transformer import SIZES, TransformerConfig, TransformerLM, dense_presets
-from lmzoo.registry import create_model, register
+from lmzoo.registry import register
 
 # The seed's table: (hidden, layers, heads, kv_heads, intermediate).
 SEED_SIZES = {
@@ -32,7 +32,6 @@ SEED_SIZES = {
     "large": (1536, 24, 16, 4, 4096),
     "1b": (2048, 24, 16, 8, 5632),
 }
-SEED_NAMES = {"tiny": "seed-tiny", "small": "seed-small", "base": "seed-base"}
 
 
 @dataclass
@@ -52,6 +51,8 @@ class ComplexityConfig(TransformerConfig):
 @register("complexity", ComplexityConfig, {**dense_presets(SIZES), **dense_presets(SEED_SIZES)},
           "Transformer with QK-norm and a token-id-routed MLP (1/E MLP FLOPs per token)")
 class ComplexityLM(TransformerLM):
+    lora_targets = ("qkv",)  # the experts are stacked parameters, not nn.Linear layers
+
     def make_mlp(self, config: ComplexityConfig) -> nn.Module:
         return TokenRoutedMLP(config.d_model, config.d_ff, config.n_experts)
 
@@ -62,11 +63,3 @@ class ComplexityLM(TransformerLM):
     def route_stats(self, route: TokenRoute) -> dict[str, torch.Tensor]:
         frac = (route.counts.float() / route.counts.sum()).detach()
         return {f"routing/expert{e}": frac[e] for e in range(frac.shape[0])}
-
-
-ComplexityForCausalLM = ComplexityLM
-
-
-def create_complexity_model(size: str = "base", vocab_size: int = 259, **overrides) -> ComplexityLM:
-    """The seed's constructor: sizes from the seed's table (tiny, 20m, small, base, ... 1b)."""
-    return create_model("complexity", SEED_NAMES.get(size, size), vocab_size=vocab_size, **overrides)

@@ -36,7 +36,8 @@ from lmzoo.layers.segment_memory import (
     carry_open_segment,
     make_grid,
 )
-from lmzoo.modeling import CausalLM, State
+from lmzoo.layers.state import LayerState
+from lmzoo.modeling import BlockContext, CausalLM, State
 from lmzoo.models.transformer import SIZES as DENSE_SIZES
 from lmzoo.registry import register
 
@@ -74,15 +75,38 @@ class EfficiaConfig(ModelConfig):
         return self.compression_dim or max(1, self.d_model // 4)
 
 
-class EfficiaLayerState:
+class EfficiaLayerState(LayerState):
+    """One block's decoding state: its three units' states and the open segment's normed inputs
+    ([B, <segment, D]) and document ids ([B, <segment])."""
+
+    batch_dims = {"lcp": 0, "memory": 0, "compression": 0, "open_stream": 0, "open_docs": 0}
+
     def __init__(self):
-        self.lcp = LinearAttentionState()
-        self.memory = MemoryState()
-        self.compression = CompressionState()
-        self.open_stream = self.open_docs = None  # normed inputs of the open segment
+        super().__init__()
+        self.lcp, self.memory, self.compression = LinearAttentionState(), MemoryState(), CompressionState()
+
+
+class DocumentState(LayerState):
+    """Model-level decoding state: whether each row's last token ended a document ([B])."""
+
+    batch_dims = {"after_eos": 0}
+
+
+@dataclass
+class EfficiaContext(BlockContext):
+    docs: torch.Tensor | None = None      # [B, n] document id of each token
+    last_doc: torch.Tensor | None = None  # [B] document id of each row's last token
+    below: torch.Tensor | None = None     # the block below's GRU states after each segment (CCU input)
 
 
 class EfficiaBlock(nn.Module):
+    """One block: the three token mixers of the seed, fused per token, then a SwiGLU FFN.
+
+    - `lcp` (Local Context Processor): short causal conv + causal linear attention in windows.
+    - `gmg` (Global Memory Gate): cross-attention to a FIFO of past segment summaries, gated.
+    - `ccu` (Context Compression Unit): a GRU over segment summaries, read by later segments.
+    """
+
     def __init__(self, config: EfficiaConfig):
         super().__init__()
         d = config.d_model
@@ -97,28 +121,32 @@ class EfficiaBlock(nn.Module):
         self.ffn_norm = RMSNorm(d, config.norm_eps)
         self.ffn = SwiGLU(d, config.d_ff)
 
-    def forward(self, x, start: int, docs, last_doc, below, state: EfficiaLayerState | None):
+    def new_state(self) -> EfficiaLayerState:
+        return EfficiaLayerState()
+
+    def forward(self, x, context: EfficiaContext, state: EfficiaLayerState | None):
+        start, docs, last_doc = context.start, context.docs, context.last_doc
         lcp = x + self.lcp(self.lcp_norm(x), start, state.lcp if state is not None else None)
         if self.fusion is None:
-            return lcp + self.ffn(self.ffn_norm(lcp)), None
+            return lcp + self.ffn(self.ffn_norm(lcp))
         h = self.stream_norm(lcp)
         grid = make_grid(h, docs, self.segment, *((state.open_stream, state.open_docs) if state else (None, None)))
         if state is not None:
             state.open_stream, state.open_docs = carry_open_segment(grid, last_doc)
-        streams, updates, states = [lcp], [lcp - x], None
+        streams, updates = [lcp], [lcp - x]
         if self.gmg is not None:
             gmg = self.gmg(lcp, h, grid, last_doc, state.memory if state else None)
             streams.append(gmg)
             updates.append(gmg - x)
         if self.ccu is not None:
-            read, states = self.ccu(grid, below, last_doc, state.compression if state else None)
+            read, context.below = self.ccu(grid, context.below, last_doc, state.compression if state else None)
             streams.append(read)
             updates.append(read)
         # The weights mix what each stream adds to x: mixing the streams themselves would scale
         # the residual path by w_lcp + w_gmg < 1 in every block (see docs/architectures.md).
         weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
         fused = x + sum(w[..., None] * u for w, u in zip(weights.unbind(-1), updates))
-        return fused + self.ffn(self.ffn_norm(fused)), states
+        return fused + self.ffn(self.ffn_norm(fused))
 
 
 def mixer_parameters(d: int, memory: bool = True, compression: bool = True, conv_size: int = 4) -> int:
@@ -150,20 +178,17 @@ def _presets() -> dict[str, dict]:
 @register("efficia-1", EfficiaConfig, _presets(),
           "windowed causal linear attention + FIFO segment memory + GRU compression + gated fusion; "
           "constant-memory streaming")
-class Efficia(CausalLM):
+class EfficiaLM(CausalLM):
+    lora_targets = ("qkv", "q", "kv")  # LCP's projections and GMG's query and key/value
+    constant_state = True
     def __init__(self, config: EfficiaConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(EfficiaBlock(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.init_weights()
 
-    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
-        return [EfficiaLayerState() for _ in self.blocks]
-
-    def init_state(self, batch_size: int = 1, device=None, capacity: int = 256) -> State:
-        state = super().init_state(batch_size, device, capacity)
-        state.after_eos = None  # whether the last token fed ended a document
-        return state
+    def new_extras(self) -> DocumentState:
+        return DocumentState()
 
     def documents(self, input_ids: torch.Tensor, state: State | None) -> torch.Tensor:
         """Document id per token: end-of-document tokens before it (in this call), +1 if the
@@ -173,16 +198,13 @@ class Efficia(CausalLM):
         ends = (input_ids == self.config.eos_id).long()
         docs = ends.cumsum(1) - ends
         if state is not None:
-            if state.after_eos is not None:
-                docs = docs + state.after_eos[:, None]
-            state.after_eos = ends[:, -1]
+            if state.extras.after_eos is not None:
+                docs = docs + state.extras.after_eos[:, None]
+            state.extras.after_eos = ends[:, -1]
         return docs
 
     def backbone(self, input_ids: torch.Tensor, state: State | None):
-        start = state.position if state is not None else 0
         docs = self.documents(input_ids, state)
-        last_doc = docs[:, -1]
-        x, below = self.embed(input_ids), None
-        for i, block in enumerate(self.blocks):
-            x, below = block(x, start, docs, last_doc, below, state.layers[i] if state is not None else None)
+        context = EfficiaContext(start=state.position if state is not None else 0, docs=docs, last_doc=docs[:, -1])
+        x = self.run_blocks(self.embed(input_ids), context, state)
         return self.norm(x), None, {}

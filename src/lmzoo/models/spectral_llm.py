@@ -18,8 +18,7 @@ See docs/architectures.md for the deviations from the seed.
 from __future__ import annotations
 
 import math
-import warnings
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +28,10 @@ from lmzoo.config import ModelConfig
 from lmzoo.errors import LmzooError
 from lmzoo.layers.long_conv import causal_conv_last
 from lmzoo.layers.norm import RMSNorm
+from lmzoo.layers.precision import upcast
 from lmzoo.layers.wavelet import CausalWaveletDecomposition
-from lmzoo.modeling import CausalLM, State
+from lmzoo.layers.state import LayerState
+from lmzoo.modeling import BlockContext, CausalLM, State
 from lmzoo.models.transformer import SIZES as DENSE_SIZES
 from lmzoo.registry import register
 
@@ -48,18 +49,8 @@ class SpectralConfig(ModelConfig):
     wavelet_type: str = "db4"
     wavelet_levels: int = 3
     spectral_loss_weight: float = 0.0   # new (not in the seed's code): L2 penalty on harmonic amplitudes
-    # The seed's constructor names, accepted so its code runs; stored as d_model / n_layers.
-    embed_dim: InitVar[int | None] = None
-    num_layers: InitVar[int | None] = None
-    num_heads: InitVar[int | None] = None
 
-    def __post_init__(self, embed_dim: int | None, num_layers: int | None, num_heads: int | None) -> None:
-        if embed_dim is not None:
-            self.d_model = embed_dim
-        if num_layers is not None:
-            self.n_layers = num_layers
-        if num_heads is not None:
-            warnings.warn("num_heads has no effect on spectral-llm: its mixer has no attention heads", stacklevel=3)
+    def __post_init__(self) -> None:
         super().__post_init__()
         if self.embedding not in EMBEDDINGS:
             raise LmzooError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got '{self.embedding}'")
@@ -109,9 +100,12 @@ class ImplicitFilters(nn.Module):
 
     def forward(self, length: int, start: int = 0) -> torch.Tensor:
         """[bands, D, length - start]: the filters at lags start .. length-1 (each lag on its own)."""
-        t = torch.arange(start, length, device=self.log_rate.device, dtype=torch.float32)
-        phase = t[:, None] * self.feature_freqs
-        shape = self.mlp(torch.cat((phase.sin(), phase.cos()), -1))               # [L, B*D]
+        # Lags in at least fp32 (bf16 cannot count past 256), float64 in a float64 model.
+        t = torch.arange(start, length, device=self.log_rate.device,
+                         dtype=torch.promote_types(self.log_rate.dtype, torch.float32))
+        phase = t[:, None] * self.feature_freqs.to(t.dtype)
+        features = torch.cat((phase.sin(), phase.cos()), -1).to(self.mlp[0].weight.dtype)
+        shape = self.mlp(features)                                                 # [L, B*D]
         shape = shape.view(len(t), self.bands, self.d_model).permute(1, 2, 0)      # [B, D, L]
         return shape * torch.exp(-self.log_rate.exp()[..., None] * t)
 
@@ -149,14 +143,12 @@ class MultiResolutionMixer(nn.Module):
         return self.out(F.silu(gate) * sum(outputs).transpose(1, 2))
 
 
-class MixerState:
-    """One layer's decoding state: every past band value (the long filters reach the start) and the
-    last inputs of each wavelet level."""
+class MixerState(LayerState):
+    """One layer's decoding state: every past band value ([B, D, t] per band; the long filters
+    reach the start), the last inputs of each wavelet level, and (without autograd only) the
+    filters' lags computed so far ([bands, D, t], shared by every row)."""
 
-    def __init__(self):
-        self.bands: list[torch.Tensor] | None = None
-        self.levels: list[torch.Tensor] | None = None
-        self.filters: torch.Tensor | None = None  # without autograd only: lags computed so far
+    batch_dims = {"bands": 0, "levels": 0, "filters": None}
 
     def cached_filters(self, make: "ImplicitFilters", length: int) -> torch.Tensor:
         """The filters up to `length`, computing only the lags not seen before."""
@@ -192,7 +184,7 @@ class SpectralFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.sigmoid(self.mix_logit)
-        spectral = torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1) * torch.view_as_complex(self.spectral_weight),
+        spectral = torch.fft.irfft(torch.fft.rfft(upcast(x), dim=-1) * torch.view_as_complex(self.spectral_weight),
                                    n=x.shape[-1], dim=-1).to(x.dtype)
         return (1 - alpha) * self.down(F.gelu(self.up(x))) + alpha * spectral
 
@@ -205,7 +197,10 @@ class SpectralBlock(nn.Module):
         self.ffn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.ffn = SpectralFFN(config.d_model, config.d_ff)
 
-    def forward(self, x: torch.Tensor, state: MixerState | None) -> torch.Tensor:
+    def new_state(self) -> MixerState:
+        return MixerState()
+
+    def forward(self, x: torch.Tensor, context: BlockContext, state: MixerState | None) -> torch.Tensor:
         x = x + self.mixer(self.mix_norm(x), state)
         return x + self.ffn(self.ffn_norm(x))
 
@@ -218,7 +213,8 @@ def _presets() -> dict[str, dict]:
 
 @register("spectral-llm", SpectralConfig, _presets(),
           "harmonic embeddings + causal wavelet/FFT long-convolution mixing + frequency-domain FFN")
-class SpectralLLM(CausalLM):
+class SpectralLM(CausalLM):
+    lora_targets = ("inp",)
     def __init__(self, config: SpectralConfig):
         super().__init__(config, token_table=config.embedding == "hybrid")
         # As the output weights (embedding="harmonic"), the low harmonics add up coherently over the
@@ -234,13 +230,6 @@ class SpectralLLM(CausalLM):
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [*super().embedding_parameters(), self.harmonic.amplitude, self.harmonic.phase]
 
-    def count_parameters(self) -> int:
-        """The seed's API: all parameters (`lmzoo.accounting.count_parameters` splits them)."""
-        return self.num_parameters()
-
-    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
-        return [MixerState() for _ in self.blocks]
-
     def backbone(self, input_ids: torch.Tensor, state: State | None):
         stats = {}
         if self.embed is None:
@@ -249,8 +238,7 @@ class SpectralLLM(CausalLM):
             a = torch.sigmoid(self.harmonic_mix)
             x = (1 - a) * self.embed(input_ids) + a * self.harmonic(input_ids)
             stats["harmonic_mix"] = a.detach()
-        for i, block in enumerate(self.blocks):
-            x = block(x, state.layers[i] if state is not None else None)
+        x = self.run_blocks(x, BlockContext(start=state.position if state is not None else 0), state)
         aux = None
         if self.config.spectral_loss_weight > 0:
             aux = self.config.spectral_loss_weight * self.harmonic.amplitude.square().mean()
@@ -260,3 +248,4 @@ class SpectralLLM(CausalLM):
         if self.lm_head is not None:
             return self.lm_head(hidden)
         return F.linear(hidden, self.harmonic())  # tied to the harmonic embedding: 2 H parameters per token
+

@@ -15,7 +15,7 @@ sum of K*V: O(1) state per token. `stats` holds the spike rate of every site.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,7 +24,9 @@ from lmzoo.config import ModelConfig
 from lmzoo.errors import LmzooError
 from lmzoo.layers.lif import LIF, RESETS, SURROGATES
 from lmzoo.layers.norm import RMSNorm
-from lmzoo.modeling import CausalLM, State
+from lmzoo.layers.precision import upcast
+from lmzoo.layers.state import LayerState
+from lmzoo.modeling import BlockContext, CausalLM, State
 from lmzoo.models.transformer import SIZES as DENSE_SIZES
 from lmzoo.registry import register
 
@@ -89,8 +91,14 @@ class SpikeDrivenBlock(nn.Module):
         # threshold; a learned per-channel gain lets the attention neurons fire from the start.
         self.attn_gain = nn.Parameter(torch.full((d,), float(config.attn_gain)))
 
-    def forward(self, u: torch.Tensor, start: int, kv_sum: torch.Tensor | None, rates: dict):
-        """u [T, B, n, D] -> (u, new running sum of K*V [T, B, D] at the chunk's last position)."""
+    def new_state(self) -> "KVSums":
+        return KVSums()
+
+    def forward(self, u: torch.Tensor, context: "SpikeContext", state: "KVSums | None") -> torch.Tensor:
+        """u [T, B, n, D] -> u; `state.sum` moves to the chunk's last position."""
+        start, rates = context.start, {}
+        context.rates.append(rates)
+        kv_sum = state.sum if state is not None else None
         x = self.fire("input", self.attn_norm(u), rates)
         q = self.fire("q", self.q(x), rates)
         k = self.fire("k", self.k(x), rates)
@@ -102,7 +110,9 @@ class SpikeDrivenBlock(nn.Module):
         attn = self.fire("attn", q * (sums / count[:, None]) * self.attn_gain, rates)
         u = u + self.out(attn)
         hidden = self.fire("ffn_hidden", self.ffn_in(self.fire("ffn_in", self.mlp_norm(u), rates)), rates)
-        return u + self.ffn_out(hidden), sums[:, :, -1]
+        if state is not None:
+            state.sum = sums[:, :, -1]
+        return u + self.ffn_out(hidden)
 
     def fire(self, site: str, current: torch.Tensor, rates: dict) -> torch.Tensor:
         spikes = self.lif[site](current)
@@ -110,16 +120,22 @@ class SpikeDrivenBlock(nn.Module):
         return spikes
 
 
-class KVSums:
+@dataclass
+class SpikeContext(BlockContext):
+    rates: list[dict] = field(default_factory=list)  # per block: spike rate of each site
+
+
+class KVSums(LayerState):
     """Decoding state of one block: the running sum of K*V per timestep ([T, B, D])."""
 
-    def __init__(self):
-        self.sum: torch.Tensor | None = None
+    batch_dims = {"sum": 1}
 
 
 @register("spike-transformer", SpikeTransformerConfig, _presets(),
           "spiking transformer: LIF neurons over T timesteps, spike-driven linear attention, surrogate gradients")
 class SpikeTransformerLM(CausalLM):
+    lora_targets = ("q", "k", "v")
+    constant_state = True  # one running K*V sum per timestep and layer
     def __init__(self, config: SpikeTransformerConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(SpikeDrivenBlock(config) for _ in range(config.n_layers))
@@ -129,29 +145,18 @@ class SpikeTransformerLM(CausalLM):
             for linear in (block.q, block.k, block.v, block.ffn_in):
                 nn.init.normal_(linear.weight, 0.0, linear.in_features ** -0.5)
 
-    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
-        return [KVSums() for _ in self.blocks]
-
     def backbone(self, input_ids: torch.Tensor, state: State | None):
-        start = state.position if state is not None else 0
         x = self.embed(input_ids)
         u = x.unsqueeze(0).expand(self.config.timesteps, *x.shape)  # the same input at every timestep
-        stats, all_rates = {}, []
+        context = SpikeContext(start=state.position if state is not None else 0)
         # Spikes are thresholds: bf16 rounding of the currents flips near-threshold neurons and the
-        # flips compound over layers, so the blocks run in fp32 even under autocast.
+        # flips compound over layers, so the blocks run in (at least) fp32 even under autocast.
         with torch.autocast(u.device.type, enabled=False):
-            u = self._blocks(u.float(), start, state, stats, all_rates)
-        stats["spike_rate"] = torch.stack(all_rates).mean()
-        return self.norm(u).mean(0), None, stats
-
-    def _blocks(self, u: torch.Tensor, start: int, state: State | None, stats: dict, all_rates: list):
-        for i, block in enumerate(self.blocks):
-            rates: dict = {}
-            layer_state = state.layers[i] if state is not None else None
-            u, last_sum = block(u, start, layer_state.sum if layer_state is not None else None, rates)
-            if layer_state is not None:
-                layer_state.sum = last_sum
+            u = self.run_blocks(upcast(u), context, state)
+        stats, layer_rates = {}, []
+        for i, rates in enumerate(context.rates):
             stats.update({f"spike_rate/layer{i}/{site}": r for site, r in rates.items()})
-            stats[f"spike_rate/layer{i}"] = torch.stack(list(rates.values())).mean()
-            all_rates.append(stats[f"spike_rate/layer{i}"])
-        return u
+            layer_rates.append(torch.stack(list(rates.values())).mean())
+            stats[f"spike_rate/layer{i}"] = layer_rates[-1]
+        stats["spike_rate"] = torch.stack(layer_rates).mean()
+        return self.norm(u).mean(0), None, stats

@@ -13,7 +13,7 @@ docs/architectures.md for where this departs from the seed and why.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -25,7 +25,8 @@ from lmzoo.layers.mlp import SwiGLU
 from lmzoo.layers.norm import RMSNorm
 from lmzoo.layers.spike_gate import SpikeGate, anneal_temperature, straight_through_rate
 from lmzoo.layers.walze import DEFAULT_TAPS, CausalWalze, WalzeBuffer
-from lmzoo.modeling import CausalLM, State
+from lmzoo.layers.state import LayerState
+from lmzoo.modeling import BlockContext, CausalLM, State
 from lmzoo.registry import register
 
 # Same d_model/layers/heads as `transformer`'s table; d_ff is cut to pay for the roller and the
@@ -45,6 +46,9 @@ MAX_ROLLER_REACH = 1 << 20
 
 @dataclass
 class SpikeWalzeConfig(ModelConfig):
+    # A training-time cap on the share of spiking tokens, removed: it ranked p over the whole
+    # sequence, so a token's decision depended on later tokens (inference never used it).
+    removed_keys = ("spike_capacity",)
     n_heads: int = 4
     n_kv_heads: int = 1
     d_ff: int = 288
@@ -57,7 +61,6 @@ class SpikeWalzeConfig(ModelConfig):
     spike_loss_weight: float = 0.1
     temperature_start: float = 1.0
     temperature_end: float = 0.1
-    spike_capacity: float | None = None   # training only: at most this share of a sequence spikes
     # Ablations (benchmarks/ablations.py): no roller, or a fixed spike pattern instead of the router.
     roller: bool = True
     forced_spike_rate: float | None = None
@@ -82,18 +85,23 @@ class SpikeWalzeConfig(ModelConfig):
         if not 0 < self.temperature_end <= self.temperature_start:
             raise LmzooError("gate temperatures need 0 < temperature_end <= temperature_start, got "
                              f"{self.temperature_start} -> {self.temperature_end}")
-        if self.spike_capacity is not None and not 0 < self.spike_capacity <= 1:
-            raise LmzooError(f"spike_capacity is a share in (0, 1] or None, got {self.spike_capacity}")
         if self.forced_spike_rate is not None and not 0 <= self.forced_spike_rate <= 1:
             raise LmzooError(f"forced_spike_rate is a rate in [0, 1] or None, got {self.forced_spike_rate}")
 
 
-class LayerState:
+class SpikeWalzeLayerState(LayerState):
     """Decoding state of one block: the roller's circular buffer and the window's keys/values."""
 
+    batch_dims = {"walze": 0, "window": 0}
+
     def __init__(self, walze: WalzeBuffer | None):
-        self.walze = walze
-        self.window = WindowHistory()
+        super().__init__()
+        self.walze, self.window = walze, WindowHistory()
+
+
+@dataclass
+class SpikeWalzeContext(BlockContext):
+    rates: list = field(default_factory=list)  # per block: the straight-through spike rate
 
 
 class SpikeWalzeBlock(nn.Module):
@@ -104,13 +112,16 @@ class SpikeWalzeBlock(nn.Module):
         self.walze = CausalWalze(d, config.taps, dilation=2 ** (layer % config.dilation_cycle)) if config.roller else None
         self.attn_norm = RMSNorm(d, config.norm_eps)
         self.gate = SpikeGate(d, config.temperature_start)
-        self.gate.capacity = config.spike_capacity
         self.gate.force_rate = config.forced_spike_rate
         self.attn = GatedLocalAttention(d, config.n_heads, config.n_kv_heads, config.window, config.rope_theta)
         self.mlp_norm = RMSNorm(d, config.norm_eps) if config.mlp else None
         self.mlp = SwiGLU(d, config.d_ff) if config.mlp else None
 
-    def forward(self, x: torch.Tensor, start: int, state: LayerState | None):
+    def new_state(self) -> SpikeWalzeLayerState:
+        return SpikeWalzeLayerState(self.walze.new_buffer() if self.walze is not None else None)
+
+    def forward(self, x: torch.Tensor, context: SpikeWalzeContext, state: SpikeWalzeLayerState | None):
+        start = context.start
         h_before = self.walze_norm(x)
         if self.walze is not None:
             x = x + self.walze(h_before, start, state.walze if state is not None else None)
@@ -119,7 +130,8 @@ class SpikeWalzeBlock(nn.Module):
         x = x + self.attn(h, spike, p, start, state.window if state is not None else None)
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
-        return x, p, spike
+        context.rates.append(straight_through_rate(p, spike))
+        return x
 
 
 @register("spike-walze", SpikeWalzeConfig,
@@ -127,6 +139,8 @@ class SpikeWalzeBlock(nn.Module):
            for name, (d, n, h, kv, ff) in SIZES.items()},
           "causal conv roller + per-token spike gate + local attention only for spiked tokens")
 class SpikeWalzeLM(CausalLM):
+    lora_targets = ("q", "kv")
+    constant_state = True  # a roller buffer of max(taps) inputs and the last window-1 keys per layer
     def __init__(self, config: SpikeWalzeConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(SpikeWalzeBlock(config, i) for i in range(config.n_layers))
@@ -146,20 +160,13 @@ class SpikeWalzeLM(CausalLM):
         for block in self.blocks:
             block.gate.force_rate = rate
 
-    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
-        return [LayerState(block.walze.new_buffer() if block.walze is not None else None) for block in self.blocks]
-
     def backbone(self, input_ids: torch.Tensor, state: State | None):
-        start = state.position if state is not None else 0
-        x = self.embed(input_ids)
-        rates, penalty, stats = [], x.new_zeros((), dtype=torch.float32), {}
-        for i, block in enumerate(self.blocks):
-            x, p, spike = block(x, start, state.layers[i] if state is not None else None)
-            rate = straight_through_rate(p, spike)
-            penalty = penalty + (rate - self.config.spike_target) ** 2
-            stats[f"spike_rate/layer{i}"] = rate.detach()
-            rates.append(rate.detach())
-        stats["spike_rate"] = torch.stack(rates).mean()
+        context = SpikeWalzeContext(start=state.position if state is not None else 0)
+        x = self.run_blocks(self.embed(input_ids), context, state)
+        rates = torch.stack(context.rates)
+        stats = {f"spike_rate/layer{i}": rate for i, rate in enumerate(rates.detach().unbind())}
+        stats["spike_rate"] = rates.detach().mean()
         stats["gate_temperature"] = self.blocks[0].gate.temperature.detach().clone()
+        penalty = (rates.float() - self.config.spike_target).square().sum()
         aux_loss = penalty * (self.config.spike_loss_weight / len(self.blocks))
         return self.norm(x), aux_loss, stats

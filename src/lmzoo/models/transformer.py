@@ -16,7 +16,8 @@ from lmzoo.errors import LmzooError
 from lmzoo.layers.attention import Attention
 from lmzoo.layers.mlp import SwiGLU
 from lmzoo.layers.norm import RMSNorm
-from lmzoo.modeling import CausalLM, State
+from lmzoo.layers.state import LayerState
+from lmzoo.modeling import BlockContext, CausalLM, State
 from lmzoo.registry import register
 
 # Shared size table: other architectures match these non-embedding parameter counts.
@@ -53,6 +54,11 @@ class TransformerConfig(ModelConfig):
             raise LmzooError(f"window must be a positive number of tokens or None, got {self.window}")
 
 
+@dataclass
+class TransformerContext(BlockContext):
+    route: object = None  # the MLP's routing for this call (complexity); None for a dense MLP
+
+
 class Block(nn.Module):
     def __init__(self, config: TransformerConfig, mlp: nn.Module):
         super().__init__()
@@ -62,19 +68,28 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = mlp
 
-    def forward(self, x: torch.Tensor, start: int, cache, route) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), start, cache)
-        return x + self.mlp(self.mlp_norm(x), route)
+    def new_state(self) -> LayerState:
+        return self.attn.new_state()
+
+    def forward(self, x: torch.Tensor, context: TransformerContext, cache: LayerState | None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), context.start, cache)
+        return x + self.mlp(self.mlp_norm(x), context.route)
 
 
 @register("transformer", TransformerConfig, dense_presets(SIZES),
           "Llama-style dense decoder: GQA, RoPE, SwiGLU, RMSNorm (the baseline)")
 class TransformerLM(CausalLM):
+    lora_targets = ("qkv",)
+
     def __init__(self, config: TransformerConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(Block(config, self.make_mlp(config)) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.init_weights()
+
+    @property
+    def constant_state(self) -> bool:
+        return self.config.window is not None  # a sliding window keeps a ring of `window` keys
 
     def make_mlp(self, config: TransformerConfig) -> nn.Module:
         return SwiGLU(config.d_model, config.d_ff)
@@ -86,13 +101,8 @@ class TransformerLM(CausalLM):
     def route_stats(self, route) -> dict[str, torch.Tensor]:
         return {}
 
-    def init_layer_states(self, batch_size: int, device: torch.device, capacity: int) -> list:
-        return [block.attn.new_cache(capacity) for block in self.blocks]
-
     def backbone(self, input_ids: torch.Tensor, state: State | None):
-        start = state.position if state is not None else 0
         route = self.route(input_ids)
-        x = self.embed(input_ids)
-        for i, block in enumerate(self.blocks):
-            x = block(x, start, state.layers[i] if state is not None else None, route)
+        context = TransformerContext(start=state.position if state is not None else 0, route=route)
+        x = self.run_blocks(self.embed(input_ids), context, state)
         return self.norm(x), None, self.route_stats(route)

@@ -11,6 +11,7 @@ importing its module in `lmzoo/tokenizers/__init__.py`.
 """
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -86,8 +87,9 @@ class Tokenizer(ABC):
         return (self.eos_id, self.pad_id, self.bos_id)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write `<directory>/tokenizer.json` and return its path."""
+        """Write `<directory>/tokenizer.json` (replacing only an lmzoo tokenizer) and return its path."""
         directory = Path(directory)
+        check_tokenizer_output(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / TOKENIZER_FILE
         header = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": self.kind,
@@ -109,6 +111,23 @@ class Tokenizer(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, vocab_size={self.vocab_size})"
+
+
+def check_tokenizer_output(directory: str | os.PathLike) -> None:
+    """Raise if `directory` holds a tokenizer.json that is not lmzoo's (say, a Hugging Face one):
+    saving there would replace a file lmzoo did not write."""
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise LmzooError(f"{directory} is a file; name the directory to save tokenizer.json in")
+    path = Path(directory) / TOKENIZER_FILE
+    if not path.exists():
+        return
+    try:
+        ours = path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        ours = False
+    if not ours:
+        raise LmzooError(f"{path} exists and is not an lmzoo tokenizer; lmzoo will not overwrite it: "
+                         "choose another directory")
 
 
 def register_tokenizer(kind: str) -> Callable[[type[Tokenizer]], type[Tokenizer]]:

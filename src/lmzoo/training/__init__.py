@@ -2,11 +2,21 @@
 
     python -m lmzoo.training --data data/tiny --arch transformer --size nano --max-steps 200
     torchrun --nproc_per_node 2 -m lmzoo.training --data data/tiny ...   # DDP (or --fsdp)
-"""
-from lmzoo.training.checkpointing import latest_valid_checkpoint, list_checkpoints, load_checkpoint
-from lmzoo.training.config import TrainConfig, add_train_arguments, config_from_args
-from lmzoo.training.evaluate import evaluate
-from lmzoo.training.trainer import run_training
 
-__all__ = ["TrainConfig", "add_train_arguments", "config_from_args", "evaluate", "latest_valid_checkpoint",
-           "list_checkpoints", "load_checkpoint", "run_training"]
+The names below are imported on first use, so `import lmzoo` (which needs only checkpoint
+loading from here) does not pull in the trainer and its distributed machinery.
+"""
+import importlib
+
+_EXPORTS = {
+    "latest_valid_checkpoint": "checkpointing", "list_checkpoints": "checkpointing", "load_checkpoint": "checkpointing",
+    "TrainConfig": "config", "add_train_arguments": "config", "config_from_args": "config",
+    "evaluate": "evaluate", "run_training": "trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lmzoo.training' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"lmzoo.training.{_EXPORTS[name]}"), name)

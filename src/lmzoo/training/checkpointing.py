@@ -11,7 +11,9 @@ Layout of `OUT/checkpoints/step-0000100/`:
 
 No pickle anywhere: tensors are safetensors, the rest JSON. Each directory appears in one
 rename (`atomic_directory`), so a killed run leaves the previous checkpoints intact and at most
-a hidden `.step-*.tmp-*` directory, which is never taken for a checkpoint.
+a hidden `.step-*.tmp-PID-*` directory, which is never taken for a checkpoint and is removed
+once process PID is dead. Only directories holding nothing but these files are ever replaced
+or pruned: a `step-*` folder with anything else in it is not lmzoo's and is left alone.
 """
 from __future__ import annotations
 
@@ -26,14 +28,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights, read_config
+from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights
 from lmzoo.errors import LmzooError
-from lmzoo.io import atomic_directory
+from lmzoo.io import atomic_directory, holds_only, remove_dead_temps
+from lmzoo.registry import load_model, read_config
 from lmzoo.training.metrics import warn
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng_state.safetensors"
 STATE_FILE = "trainer_state.json"
+CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", OPTIMIZER_FILE, RNG_FILE, STATE_FILE)
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -57,6 +61,11 @@ def checkpoint_dir(root: str | Path, step: int) -> Path:
 
 def step_of(path: Path) -> int:
     return int(_STEP_DIR.match(path.name).group(1))
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """Holds nothing but checkpoint files: lmzoo's own, even when damaged (a file may be missing)."""
+    return holds_only(path, CHECKPOINT_FILES)
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -113,7 +122,7 @@ def save_checkpoint(root: str | Path, step: int, model_state: dict[str, torch.Te
     path = checkpoint_dir(root, step)
     if model_config.tie_embeddings:  # safetensors stores no shared tensors; the head is the embedding
         model_state = {k: v for k, v in model_state.items() if k != "lm_head.weight"}
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, is_checkpoint_dir, "training checkpoint") as tmp:
         # The same three files `lmzoo.checkpoint.save_pretrained` writes, from an already
         # gathered state dict (an FSDP model's own state_dict() holds only this rank's shard).
         save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / WEIGHTS_FILE),
@@ -138,15 +147,14 @@ def prune_checkpoints(root: str | Path, keep_last: int, current_step: int) -> No
     if keep_last > 0:
         older = [p for p in list_checkpoints(root) if step_of(p) <= current_step]
         for path in older[:-keep_last]:
-            shutil.rmtree(path, ignore_errors=True)
+            if is_checkpoint_dir(path):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def remove_partial_writes(root: str | Path) -> None:
-    """Delete hidden temp directories a killed writer left behind (they were never checkpoints)."""
-    root = Path(root)
-    if root.is_dir():
-        for path in root.glob(".step-*.tmp-*"):
-            shutil.rmtree(path, ignore_errors=True)
+    """Delete hidden temp directories a killed writer left behind (they were never checkpoints);
+    one whose writer is still alive, or unknown, is left alone."""
+    remove_dead_temps(root, ".step-*.tmp-*")
 
 
 # ---- load ------------------------------------------------------------------------------------
@@ -203,3 +211,19 @@ def latest_valid_checkpoint(root: str | Path, verbose: bool = True) -> Checkpoin
             if verbose:
                 warn(f"skipping checkpoint {path.name}: {e}")
     return None
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model or checkpoint directory as given; a training run's directory -> its newest valid checkpoint."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir():
+        found = latest_valid_checkpoint(path / "checkpoints")
+        if found is None:
+            raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
+        return found.path
+    return path
+
+
+def load(path: str | Path, map_location: str = "cpu"):
+    """Rebuild a model saved by `save_pretrained`, a trainer checkpoint, or a run's newest checkpoint."""
+    return load_model(resolve_model_dir(path), map_location)

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, resolve_model_dir
-from lmzoo.checkpoint import load as load_model
+from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from lmzoo.training.checkpointing import load as load_model
+from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.data.dataset import _to_tensor
 from lmzoo.data.difficulty import (
     N_STAGES,

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lmzoo.devices import parse_device
+from lmzoo.devices import resolve_device
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
+from lmzoo.locking import output_lock
 from lmzoo.modeling import causal_lm_loss
 from lmzoo.training.optim import CosineSchedule, build_optimizer, set_lr
 from lmzoo.training.qa_eval import (
@@ -48,10 +49,6 @@ from lmzoo.training.qa_eval import (
 
 METHODS = ("full", "freeze", "lora")
 DTYPES = ("auto", "fp32", "bf16")
-# Linear layers LoRA adapts by default, by their attribute name: the token mixer's input
-# projections, which each architecture names differently (transformer/complexity: one fused
-# `qkv`; spike-walze: `q` and `kv`; spectral-llm's mixer: `inp`; separate `q`, `k`, `v` elsewhere).
-DEFAULT_LORA_TARGETS = ("qkv", "q", "k", "v", "kv", "inp")
 DEFAULT_LR = {"full": 1e-4, "freeze": 1e-4, "lora": 1e-3}
 
 
@@ -80,7 +77,7 @@ class FinetuneConfig:
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
-    lora_targets: tuple = field(default_factory=tuple)  # empty: DEFAULT_LORA_TARGETS present in the model
+    lora_targets: tuple = field(default_factory=tuple)  # empty: the architecture's `lora_targets`
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -186,9 +183,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def freeze_layers(model: nn.Module, n: int) -> None:
     """Freeze the token embeddings (and a head tied to them) and blocks[:n]; the rest stays trainable."""
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList):
-        raise LmzooError(f"'{model.config.arch}' keeps no `blocks` list; --method freeze cannot pick layers")
+    blocks = model.blocks
     if not 0 <= n <= len(blocks):
         raise LmzooError(f"--freeze-layers {n} is out of range; the model has {len(blocks)} blocks")
     untied_head = None if model.config.tie_embeddings or model.lm_head is None else model.lm_head.weight
@@ -201,9 +196,9 @@ def freeze_layers(model: nn.Module, n: int) -> None:
 
 def lora_targets(model: nn.Module, names: tuple | list = ()) -> list[str]:
     """Full names of the Linear layers LoRA adapts: those whose attribute name is in `names`
-    (default DEFAULT_LORA_TARGETS). The LM head is never a target (merging into a head tied to
+    (default: the architecture's declared `lora_targets`). The LM head is never a target (merging into a head tied to
     the embedding would change the embedding too)."""
-    wanted = set(names) if names else set(DEFAULT_LORA_TARGETS)
+    wanted = set(names) if names else set(model.lora_targets)
     linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and name != "lm_head"]
     found = [name for name in linear if name.rsplit(".", 1)[-1] in wanted]
     if not found:
@@ -272,7 +267,7 @@ def _prepare(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, dict]:
     if cfg.method == "full":
         return model, {}
     if cfg.method == "freeze":
-        n = cfg.freeze_layers if cfg.freeze_layers is not None else len(getattr(model, "blocks", [])) // 2
+        n = cfg.freeze_layers if cfg.freeze_layers is not None else len(model.blocks) // 2
         freeze_layers(model, n)
         return model, {"frozen_blocks": n}
     targets = lora_targets(model, cfg.lora_targets)  # before wrapping renames the layers
@@ -288,16 +283,23 @@ def _log(message: str, verbose: bool) -> None:
 
 def finetune(cfg: FinetuneConfig, verbose: bool = True) -> dict:
     """Fine-tune `cfg.base` on `cfg.data`, save a plain model to `cfg.out`, return the report."""
+    with output_lock(cfg.out):
+        return _finetune(cfg, verbose)
+
+
+def _finetune(cfg: FinetuneConfig, verbose: bool) -> dict:
     import lmzoo
-    from lmzoo.checkpoint import resolve_model_dir
+    from lmzoo.checkpoint import check_model_output
+    from lmzoo.training.checkpointing import resolve_model_dir
 
     started = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = parse_device(cfg.device)
+    device = resolve_device(cfg.device)
     base_dir = resolve_model_dir(cfg.base)
     if Path(cfg.out).resolve() == base_dir.resolve():
         raise LmzooError(f"--out {cfg.out} is the base model's directory; write the fine-tuned model elsewhere")
+    check_model_output(cfg.out)  # now, not after training: --out may only replace a saved model
     torch.manual_seed(cfg.seed)
     model = lmzoo.load(base_dir)
     tokenizer = model.tokenizer

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from lmzoo.checkpoint import WEIGHTS_FILE, load_state_into
 from lmzoo.errors import LmzooError
+from lmzoo.locking import output_lock
 from lmzoo.registry import create_model, get_architecture
 from lmzoo.training.checkpointing import (
     Checkpoint,
@@ -105,7 +106,8 @@ def run_training(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     try:
-        with StopRequest() as stop:
+        # Rank 0 alone writes --out; its lock keeps a second run from writing the same checkpoints.
+        with output_lock(cfg.out) if env.is_main else contextlib.nullcontext(), StopRequest() as stop:
             summary = Trainer(cfg, env, stop).fit()
     except BaseException:
         shutdown(env, wait_for_peers=False)
