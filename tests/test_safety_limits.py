@@ -134,3 +134,21 @@ def test_damaged_meta_json_is_refused(data_dir, tmp_path, edit):
     (copy / "meta.json").write_text(json.dumps({**meta, **edit}))
     with pytest.raises(LmzooError, match="meta.json"):
         TokenDataset(copy, "train")
+
+
+# ---- trainer state ----------------------------------------------------------------------------
+@pytest.mark.parametrize("edit", [{"step": -1}, {"step": True}, {"tokens_seen": 1.5}, {"step": 7},
+                                  {"skipped_steps": -2}, {"world_size": 0}, {"best_val_loss": float("nan")},
+                                  {"best_val_loss": "low"}, {"train_config": []}, {"format_version": "1"}])
+def test_damaged_trainer_state_is_refused(tmp_path, edit):
+    from lmzoo.training.checkpointing import STATE_FILE, _read_trainer_state
+
+    path = tmp_path / "step-0000005"
+    path.mkdir()
+    state = {"format_version": 1, "step": 5, "tokens_seen": 640, "skipped_steps": 0, "world_size": 1,
+             "best_val_loss": 2.5, "train_config": {}, "schedule": {}, "curriculum": None}
+    (path / STATE_FILE).write_text(json.dumps(state))
+    assert _read_trainer_state(path)["step"] == 5
+    (path / STATE_FILE).write_text(json.dumps({**state, **edit}))
+    with pytest.raises(LmzooError, match=STATE_FILE):
+        _read_trainer_state(path)

@@ -105,6 +105,7 @@ def run_tokenizer_train(args) -> None:
     from lmzoo.locking import output_lock
     from lmzoo.tokenizers import check_tokenizer_output
 
+    check_output_dir(args.out)
     check_tokenizer_output(args.out)  # now, not after training
     with output_lock(args.out):
         _run_tokenizer_train(args)
@@ -115,7 +116,6 @@ def _run_tokenizer_train(args) -> None:
 
     options = {"lang": args.lang, "n_syllables": args.syllables, "n_words": args.words}
     options = {name: value for name, value in options.items() if value is not None}
-    check_output_dir(args.out)
     if args.kind == "syllable":
         tok = _train_syllable(args, options)
     elif options:
