@@ -356,6 +356,7 @@ def test_every_option_is_classified():
     assert set(WRITERS) <= set(VERBS)
 
 
+@pytest.mark.slow  # trains, fine-tunes and evaluates for real: ~20 s
 def test_bases_are_valid(workspace, tmp_path, capsys, monkeypatch):
     """The cases change one option of a base that works, so a failure is that option's doing
     (the online verbs are left out: their bases point at a closed port)."""
