@@ -304,8 +304,8 @@ def test_cli_finetune_and_eval(bases, qa_file, tmp_path, capsys):
 
 
 def test_cli_errors(bases, qa_file, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["finetune", str(bases / "transformer"), "--data", str(qa_file), "--out", "x", "--method", "bogus"])
+    assert main(["finetune", str(bases / "transformer"), "--data", str(qa_file), "--out", "x",
+                 "--method", "bogus"]) == 2
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

@@ -10,7 +10,8 @@ SRC = Path(lmzoo.__file__).parent
 # Rank of each module (longest matching prefix wins); a module may import only ranks <= its own,
 # and modules of one rank must not import each other in a cycle.
 RANKS = {
-    "lmzoo.errors": 0, "lmzoo.io": 0, "lmzoo.locking": 0, "lmzoo.memory": 0, "lmzoo.config": 0, "lmzoo.devices": 0,
+    "lmzoo.errors": 0, "lmzoo.io": 0, "lmzoo.locking": 0, "lmzoo.memory": 0, "lmzoo.config": 0,
+    "lmzoo.devices": 0, "lmzoo.paths": 0, "lmzoo.sizing": 0,
     "lmzoo.data.sources": 0,  # reads text inputs; tokenizers train from it
     "lmzoo.layers": 1,
     "lmzoo.tokenizers": 2, "lmzoo.checkpoint": 2, "lmzoo.modeling": 2, "lmzoo.registry": 2,

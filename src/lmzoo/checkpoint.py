@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lmzoo.errors import LmzooError
 from lmzoo.io import atomic_directory, check_replaceable, holds_only
 from lmzoo.locking import output_lock
+from lmzoo.sizing import check_memory, meta_model, saved_shapes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -74,7 +75,7 @@ def read_config_dict(directory: str | Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LmzooError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, use an earlier one") from e
-    if not isinstance(data, dict) or "arch" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise LmzooError(f"{path} names no 'arch'; it is not an lmzoo model config")
     return data
 
@@ -88,26 +89,59 @@ def load_weights(path: Path, map_location: str = "cpu") -> dict[str, torch.Tenso
         raise LmzooError(f"{path} is corrupt or truncated ({e}); re-save it or use an earlier checkpoint") from e
 
 
-def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    expected = set(model_state_dict(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+def read_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, from its header alone (nothing loaded)."""
+    if not path.is_file():
+        raise LmzooError(f"missing weights file {path}; the checkpoint is incomplete, use an earlier one")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise LmzooError(f"{path} is corrupt or truncated ({e}); re-save it or use an earlier checkpoint") from e
+
+
+def check_shapes(expected: dict[str, tuple], found: dict[str, tuple], source: Path, arch: str) -> None:
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
-        raise LmzooError(f"{source} does not match architecture '{model.config.arch}' "
+        raise LmzooError(f"{source} does not match architecture '{arch}' "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was it saved by another model?")
-    for name, tensor in model_state_dict(model).items():
-        if state[name].shape != tensor.shape:
-            raise LmzooError(f"{source}: '{name}' has shape {tuple(state[name].shape)}, the config expects "
-                             f"{tuple(tensor.shape)}; config.json and weights do not belong together")
+    for name, shape in expected.items():
+        if tuple(found[name]) != tuple(shape):
+            raise LmzooError(f"{source}: '{name}' has shape {tuple(found[name])}, the config expects "
+                             f"{tuple(shape)}; config.json and weights do not belong together")
+
+
+def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    check_shapes(saved_shapes(model), {name: tuple(t.shape) for name, t in state.items()}, source,
+                 model.config.arch)
     model.load_state_dict(state, strict=False)
 
 
 def load_into_class(model_cls: type, config, directory: str | Path, map_location: str = "cpu"):
-    """Build `model_cls(config)`, fill it with the directory's weights (and tokenizer), eval mode."""
+    """Build `model_cls(config)`, fill it with the directory's weights (and tokenizer), eval mode.
+
+    Config and weights header are compared on the meta device before anything is allocated, so
+    a corrupt or absurd config.json cannot exhaust memory."""
     directory = Path(directory)
+    weights = directory / WEIGHTS_FILE
+    planned = meta_model(model_cls, config)
+    check_shapes(saved_shapes(planned), read_weight_shapes(weights), weights, config.arch)
+    check_memory(planned)
+    tokenizer = load_matching_tokenizer(directory, config) if (directory / "tokenizer.json").is_file() else None
     model = model_cls(config)
-    load_state_into(model, load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
+    load_state_into(model, load_weights(weights, map_location), weights)
     model.to(map_location)
-    if (directory / "tokenizer.json").is_file():
-        from lmzoo.tokenizers import load_tokenizer
-        model.tokenizer = load_tokenizer(directory)
+    model.tokenizer = tokenizer
     return model.eval()
+
+
+def load_matching_tokenizer(directory: Path, config):
+    """The directory's tokenizer, refused if it makes ids the model has no embedding for (a model
+    with a larger vocabulary is fine: generation never samples ids the tokenizer cannot decode)."""
+    from lmzoo.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(directory)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise LmzooError(f"{directory}: the tokenizer has {tokenizer.vocab_size:,} ids but the model only "
+                         f"{config.vocab_size:,}; the tokenizer.json belongs to another model, restore the right one")
+    return tokenizer

@@ -1,4 +1,5 @@
-"""Device and compute-dtype names as users give them (`--device`, `--dtype`), resolved once."""
+"""Device and compute-dtype names as users give them (`--device`, `--dtype`), resolved once, with
+a one-line error for a name torch does not know or a device this machine lacks."""
 from __future__ import annotations
 
 import contextlib
@@ -7,22 +8,30 @@ import torch
 
 from lmzoo.errors import LmzooError
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "bf16")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' (CUDA when available), 'cpu', 'cuda' (-> cuda:local_rank), 'cuda:N'; else a one-line error."""
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' (-> cuda:local_rank), 'cuda:N' or 'mps'."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise LmzooError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in DEVICE_TYPES:
+        raise LmzooError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LmzooError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+            raise LmzooError(f"device '{name}' was asked for but no CUDA device is available; use --device cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise LmzooError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise LmzooError(f"device '{name}' was asked for but MPS is not available; use --device cpu")
     return device
 
 

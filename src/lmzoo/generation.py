@@ -6,6 +6,7 @@ no architecture recomputes the prefix.
 from __future__ import annotations
 
 import codecs
+import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -45,7 +46,12 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-def _check_options(temperature: float, top_k, top_p, repetition_penalty: float, max_new_tokens: int) -> None:
+def check_options(temperature: float, top_k, top_p, repetition_penalty: float, max_new_tokens: int,
+                  seed: int | None = None, stop_strings: Sequence[str] = ()) -> None:
+    """Sampling options, checked before anything runs: a one-line LmzooError for a bad one."""
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("repetition_penalty", repetition_penalty)):
+        if value is not None and not math.isfinite(value):
+            raise LmzooError(f"{name} must be a finite number, got {value}")
     if temperature < 0:
         raise LmzooError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -56,13 +62,19 @@ def _check_options(temperature: float, top_k, top_p, repetition_penalty: float, 
         raise LmzooError(f"repetition_penalty must be > 0 (1 = off), got {repetition_penalty}")
     if max_new_tokens < 0:
         raise LmzooError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise LmzooError(f"seed must be between 0 and 2**63 - 1, got {seed}")
+    if any(not isinstance(s, str) or not s for s in stop_strings):
+        raise LmzooError(f"stop strings must be non-empty text, got {list(stop_strings)!r}; an empty one would "
+                         "stop at once")
 
 
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
              eos_token_id: int | None = None, stop: Callable[[torch.Tensor], bool] | None = None,
-             streamer=None, seed: int | None = None, state=None, logits: torch.Tensor | None = None) -> torch.Tensor:
+             streamer=None, seed: int | None = None, state=None, logits: torch.Tensor | None = None,
+             sample_vocab: int | None = None) -> torch.Tensor:
     """Continue `input_ids` [B, L] (all prompts the same length) by up to max_new_tokens.
 
     Samples that emit `eos_token_id` stop (later positions are filled with it); `stop(ids)`
@@ -70,9 +82,10 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     new step's tokens, `streamer.end()` the end. Passing `state` continues from a context
     that was already fed (long-context streaming, see `feed`); with that context's last
     `logits` [B, V] too, `input_ids` may be empty ([B, 0]) to continue the context itself.
-    Returns prompt + generated ids.
+    Only ids below `sample_vocab` are sampled (the tokenizer's size when the model's vocabulary is
+    larger: ids it cannot decode). Returns prompt + generated ids.
     """
-    _check_options(temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+    check_options(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     if logits is not None and isinstance(input_ids, torch.Tensor) and input_ids.numel() == 0:
         if state is None:
             raise LmzooError("logits without a state: pass the state that feed() returned with its logits")
@@ -88,6 +101,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
         state = model.init_state()
     if logits is None:
         logits = model(input_ids, state=state, logits_to_keep=1).logits[:, -1]
+    unsampled = None  # [V] True for ids never to sample
+    if sample_vocab is not None and sample_vocab < logits.shape[-1]:
+        unsampled = torch.arange(logits.shape[-1], device=device) >= sample_vocab
     seen = torch.zeros(batch, model.config.vocab_size, dtype=torch.bool, device=device)
     seen.scatter_(1, input_ids, True)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -95,6 +111,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     for _ in range(max_new_tokens):
         if repetition_penalty != 1.0:
             logits = apply_repetition_penalty(logits, seen, repetition_penalty)
+        if unsampled is not None:
+            logits = logits.masked_fill(unsampled, float("-inf"))
         token = sample_next(logits, temperature, top_k, top_p, generator)
         if eos_token_id is not None:
             token = torch.where(finished, torch.full_like(token, eos_token_id), token)
@@ -158,6 +176,9 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
     context: its text follows the fed tokens, and an empty prompt continues the context itself.
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    check_prompts(prompts)
+    check_options(options.get("temperature", 1.0), options.get("top_k"), options.get("top_p"),
+                  options.get("repetition_penalty", 1.0), max_new_tokens, options.get("seed"), stop_strings)
     device = next(model.parameters()).device
     if state is None:
         encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
@@ -173,6 +194,7 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
     for i, ids in enumerate(encoded):
         groups.setdefault(len(ids), []).append(i)
     options.setdefault("eos_token_id", tokenizer.eos_id)
+    options.setdefault("sample_vocab", tokenizer.vocab_size)
     for length, members in groups.items():
         ids = torch.tensor([encoded[i] for i in members], dtype=torch.long, device=device)
         streamer = TextStreamer(tokenizer) if stream and len(prompts) == 1 else None
@@ -182,6 +204,19 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
         for row, i in zip(out, members):
             results[i] = _cut_at_stop(tokenizer.decode(row[length:].tolist()), stop_strings)
     return results
+
+
+def check_prompts(prompts: Sequence[str]) -> None:
+    """Refuse prompts that are not text, or hold characters UTF-8 cannot encode (undecodable bytes
+    from the command line or stdin arrive as lone surrogates)."""
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise LmzooError(f"prompt {i} is a {type(prompt).__name__}, not text")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise LmzooError(f"prompt {i} is not valid UTF-8 (bad byte at character {err.start}); "
+                             "pass UTF-8 text, e.g. convert it with iconv -t utf-8") from None
 
 
 # ---- long contexts --------------------------------------------------------------------------

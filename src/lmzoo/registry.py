@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lmzoo.checkpoint import load_into_class, read_config_dict
+from lmzoo.checkpoint import CONFIG_FILE, load_into_class, read_config_dict
 from lmzoo.config import ModelConfig, check_keys
 from lmzoo.errors import LmzooError
+from lmzoo.sizing import plan_model
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,20 @@ def make_config(arch: str, size: str = "nano", **overrides: Any) -> ModelConfig:
 def create_model(arch: str, size: str = "nano", **overrides: Any):
     """Build an architecture at a named size; keyword overrides replace config fields."""
     config = make_config(arch, size, **overrides)
-    return get_architecture(arch).model_cls(config)
+    model_cls = get_architecture(arch).model_cls
+    plan_model(model_cls, config)  # an absurd size fails here, before any memory is allocated
+    return model_cls(config)
 
 
 def read_config(directory: str | Path) -> ModelConfig:
     """The validated config of a model directory, as its architecture's config class."""
     data = read_config_dict(directory)
-    return get_architecture(data["arch"]).config_cls.from_dict(data)
+    config_cls = get_architecture(data["arch"]).config_cls
+    try:
+        return config_cls.from_dict(data)
+    except (LmzooError, TypeError) as e:  # TypeError: a value the dataclass cannot even take
+        raise LmzooError(f"{Path(directory) / CONFIG_FILE}: {e}; the config is damaged, re-save the model or use "
+                         "an earlier checkpoint") from None
 
 
 def load_model(directory: str | Path, map_location: str = "cpu", expect: type | None = None):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ import torch
 import lmzoo
 from lmzoo.errors import LmzooError
 from lmzoo.io import is_json_with, replace_own_file
+from lmzoo.paths import check_input_file, check_output_file, read_utf8
 
 
 def register(verbs) -> None:
@@ -34,6 +36,16 @@ def register(verbs) -> None:
     p.set_defaults(run=run_analyze)
 
 
+def check_window_options(args) -> None:
+    """--seq-len, --batch-size, --max-tokens and the output path, before a model is built."""
+    for flag in ("seq_len", "batch_size", "max_tokens"):
+        value = getattr(args, flag, 1)
+        if value < 1:
+            raise LmzooError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+
+
 def load_or_create(name: str, size: str):
     if name in lmzoo.list_architectures() and not Path(name).exists():
         torch.manual_seed(0)
@@ -45,12 +57,7 @@ def load_or_create(name: str, size: str):
 
 
 def text_windows(path: str, tokenizer, seq_len: int, batch_size: int, max_tokens: int) -> list[torch.Tensor]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LmzooError(f"no such file: {path}; pass a UTF-8 text file with --data") from None
-    except UnicodeDecodeError:
-        raise LmzooError(f"{path} is not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
+    text = read_utf8(path, "--data")
     ids = torch.tensor(tokenizer.encode(text)[:max_tokens])
     n = len(ids) // seq_len
     if n == 0:
@@ -61,6 +68,11 @@ def text_windows(path: str, tokenizer, seq_len: int, batch_size: int, max_tokens
 def run_energy(args) -> None:
     from lmzoo.energy import Costs, measure_energy
 
+    check_window_options(args)
+    for flag, value in (("--ac-pj", args.ac_pj), ("--mac-pj", args.mac_pj)):
+        if not 0 <= value < math.inf:
+            raise LmzooError(f"{flag} must be a finite energy >= 0 (picojoules), got {value}")
+    check_input_file(args.data, "--data")
     model = load_or_create(args.model, args.size)
     if model.tokenizer is None:
         raise LmzooError(f"'{args.model}' has no tokenizer.json; save the model with its tokenizer")
@@ -94,6 +106,9 @@ def format_energy(result: dict, arch: str) -> str:
 def run_analyze(args) -> None:
     from lmzoo.spectral_analysis import analyze
 
+    check_window_options(args)
+    if args.data:
+        check_input_file(args.data, "--data")
     model = load_or_create(args.model, args.size)
     if args.data:
         ids = text_windows(args.data, model.tokenizer, args.seq_len, 1, args.seq_len)[0]

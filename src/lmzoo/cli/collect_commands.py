@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from lmzoo.paths import check_output_file
+
 DEFAULT_RATE = {"wiki-fetch": 1.0, "qa-pairs": 2.0}
 
 
@@ -38,6 +40,7 @@ def _add_http_options(p: argparse.ArgumentParser, tool: str) -> None:
 def _session(args, tool: str):
     from lmzoo.data.http import PoliteSession, user_agent
 
+    check_output_file(args.out)
     return PoliteSession(args.user_agent or user_agent(tool, args.contact), rate=args.rate, retries=args.retries,
                          backoff=args.backoff, timeout=args.timeout)
 
@@ -84,8 +87,12 @@ def register(verbs) -> None:
 
 
 def run_wiki_fetch(args) -> None:
+    from lmzoo.data.http import check_url
     from lmzoo.data.wiki_fetch import PAGEVIEWS_URL, fetch_wiki_articles
 
+    for flag, url in (("--api-url", args.api_url), ("--pageviews-url", args.pageviews_url)):
+        if url is not None:
+            check_url(url, flag)
     summary = fetch_wiki_articles(args.out, lang=args.lang, top=args.top, categories=args.category,
                                   category_depth=args.category_depth, month=args.month, min_chars=args.min_chars,
                                   api_url=args.api_url, pageviews_url=args.pageviews_url or PAGEVIEWS_URL,
@@ -98,6 +105,9 @@ def run_qa_pairs(args) -> None:
     from lmzoo.data.qa_pairs import QaClient, api_key, generate_qa_pairs
 
     key, env = api_key(args.provider, args.api_key_env)  # before anything else: the likeliest mistake
+    if args.base_url is not None:
+        from lmzoo.data.http import check_url
+        check_url(args.base_url, "--base-url")
     client = QaClient(args.provider, args.model, api_key=key, base_url=args.base_url, max_tokens=args.max_tokens,
                       http=_session(args, "qa-pairs"), key_env=env)
     summary = generate_qa_pairs(args.inputs, args.out, client, max_pairs=args.max_pairs_per_section,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from lmzoo.errors import LmzooError
+from lmzoo.paths import check_input_file, check_output_dir
 
 
 def register(verbs) -> None:
@@ -65,6 +66,9 @@ def register(verbs) -> None:
 def run_prepare(args) -> None:
     from lmzoo.data import prepare_dataset
 
+    check_output_dir(args.out)
+    if args.blocklist is not None:
+        check_input_file(args.blocklist, "--blocklist")
     meta = prepare_dataset(args.inputs, args.out, tokenizer=args.tokenizer, val_fraction=args.val_fraction,
                            text_field=args.text_field, seed=args.seed, max_tokens=args.max_tokens,
                            vocab_size=args.vocab_size, progress=True, drop_unk=args.drop_unk,
@@ -87,6 +91,7 @@ def run_prepare(args) -> None:
 def run_wiki_dump(args) -> None:
     from lmzoo.data.wiki_dump import extract_wiki_dump
 
+    check_output_dir(args.out)
     summary = extract_wiki_dump(args.dumps, args.out, min_chars=args.min_chars, max_articles=args.max_articles,
                                 lang=args.lang, workers=args.workers, progress=True)
     print(json.dumps({k: v for k, v in summary.items() if k != "inputs"}, indent=2))  # all in summary.json
@@ -100,6 +105,7 @@ def run_tokenizer_train(args) -> None:
     from lmzoo.locking import output_lock
     from lmzoo.tokenizers import check_tokenizer_output
 
+    check_output_dir(args.out)
     check_tokenizer_output(args.out)  # now, not after training
     with output_lock(args.out):
         _run_tokenizer_train(args)
@@ -124,7 +130,9 @@ def _train_syllable(args, options: dict):
     """`train_tokenizer` for the syllable kind with its own options (language, syllable/word counts)."""
     from lmzoo.data.sources import iter_pieces
     from lmzoo.tokenizers import SyllableTokenizer
+    from lmzoo.tokenizers.base import check_vocab_size
 
+    check_vocab_size(args.vocab_size)
     texts = (piece.text for piece in iter_pieces(args.files, args.text_field))
     tok = SyllableTokenizer.train(texts, vocab_size=args.vocab_size, **options)
     tok.save(args.out)

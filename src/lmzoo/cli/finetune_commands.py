@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from lmzoo.errors import LmzooError
+from lmzoo.paths import check_output_dir
+
 
 def unescape(text: str) -> str:
     r"""Turn a typed `\n` / `\t` into the character: shells pass them literally (`'Q: {question}\nA: '`)."""
@@ -59,6 +62,10 @@ def register(verbs) -> None:
 def run_finetune(args) -> None:
     from lmzoo.training.finetune import FinetuneConfig, finetune
 
+    check_output_dir(args.out)
+    if args.lora_targets is not None and (args.method != "lora" or not args.lora_targets):
+        raise LmzooError(f"--lora-targets needs --method lora and at least one layer name, got "
+                         f"{','.join(args.lora_targets) or 'none'} with --method {args.method}")
     cfg = FinetuneConfig(
         base=args.base, data=args.data, out=args.out, method=args.method, template=args.template,
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,

@@ -6,10 +6,42 @@ traceback means a bug in lmzoo.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
 from lmzoo.errors import LmzooError
+
+# OSErrors that come from the user's environment, not from a bug: (problem, fix).
+OS_ERROR_FIXES = {
+    errno.ENOSPC: ("no space left on the device", "free some space or write somewhere else"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write somewhere else"),
+    errno.EFBIG: ("file too large for the file system", "write somewhere else"),
+    errno.EROFS: ("read-only file system", "write somewhere else"),
+    errno.EACCES: ("permission denied", "check the permissions or use another path"),
+    errno.EPERM: ("operation not permitted", "check the permissions or use another path"),
+    errno.EISDIR: ("a directory where a file is expected", "pass a file"),
+    errno.ENOTDIR: ("a file where a directory is expected", "check the path"),
+    errno.ENOENT: ("no such file or directory", "check the path"),
+    errno.EEXIST: ("already exists", "choose another path"),
+    errno.ENAMETOOLONG: ("file name too long", "use a shorter path"),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (the message and where to find help), not the usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def describe_os_error(err: OSError) -> str | None:
+    """One line for an OSError the user can fix (full disk, permissions...); None for anything else."""
+    if err.errno not in OS_ERROR_FIXES:
+        return None
+    problem, fix = OS_ERROR_FIXES[err.errno]
+    where = f": {err.filename}" if err.filename else ""
+    return f"{problem}{where}; {fix}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_commands,
     )
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="lmzoo", description="Build, train, compare and use efficient language-model architectures.")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice)")
@@ -35,17 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (2) or --help (0): a status, also when called in-process
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise LmzooError(f"--threads must be >= 1, got {args.threads}")
+            import torch
+            torch.set_num_threads(args.threads)
         return args.run(args) or 0
     except LmzooError as e:
-        print(f"lmzoo: error: {e}", file=sys.stderr)
+        print(f"lmzoo: error: {one_line(str(e))}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
-        print(f"lmzoo: error: no such file: {e.filename}; check the path", file=sys.stderr)
+    except OSError as e:
+        message = describe_os_error(e)
+        if message is None:
+            raise
+        print(f"lmzoo: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nlmzoo: interrupted", file=sys.stderr)
@@ -53,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `lmzoo generate ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -12,9 +12,14 @@ import lmzoo
 from lmzoo.devices import resolve_device
 from lmzoo.training.checkpointing import resolve_model_dir
 from lmzoo.cli.finetune_commands import unescape
+from lmzoo.devices import resolve_device
 from lmzoo.errors import LmzooError
 from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
+from lmzoo.paths import check_output_file
+
+# `info` measures FLOPs with a real forward and backward pass at --seq-len.
+MAX_INFO_SEQ_LEN = 1 << 16
 
 PREDICTIONS = is_jsonl_with("question", "reference", "prediction")  # an earlier `eval --qa --out` file
 
@@ -101,6 +106,9 @@ def run_list(args) -> None:
 def run_info(args) -> None:
     from lmzoo.accounting import describe
 
+    if not 1 <= args.seq_len <= MAX_INFO_SEQ_LEN:
+        raise LmzooError(f"--seq-len must be between 1 and {MAX_INFO_SEQ_LEN:,} (info runs one forward and "
+                         f"backward pass at that length), got {args.seq_len:,}")
     info = describe(args.arch, args.size, vocab_size=args.vocab_size, seq_len=args.seq_len)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -118,13 +126,32 @@ def sampling_options(args) -> dict:
             "stop_strings": args.stop}
 
 
+def check_sampling_options(args) -> None:
+    """The sampling flags, checked before the model is loaded."""
+    from lmzoo.generation import check_options, check_prompts
+
+    check_options(args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.max_new_tokens,
+                  args.seed, args.stop)
+    check_prompts(getattr(args, "prompt", None) or [])
+
+
+def read_stdin_prompt() -> str:
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError:
+        raise LmzooError("the prompt on stdin is not UTF-8 text; convert it, e.g. with iconv -t utf-8") from None
+
+
 def run_generate(args) -> None:
     from lmzoo.generation import generate_text
 
+    check_sampling_options(args)
+    if args.chunk_size < 1:
+        raise LmzooError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.context_file is not None:
         return run_generate_with_context(args)
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
-    prompts = args.prompt if args.prompt is not None else [sys.stdin.read()]
+    prompts = args.prompt if args.prompt is not None else [read_stdin_prompt()]
     stream = not args.no_stream and len(prompts) == 1
     if stream:
         sys.stdout.write(prompts[0])
@@ -146,8 +173,6 @@ def run_generate_with_context(args) -> None:
 
     if args.prompt is not None and len(args.prompt) > 1:
         raise LmzooError(f"--context-file continues one text: pass at most one --prompt, got {len(args.prompt)}")
-    if args.chunk_size < 1:
-        raise LmzooError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     prompt = args.prompt[0] if args.prompt else ""
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     state = model.init_state()
@@ -185,6 +210,7 @@ def run_generate_with_context(args) -> None:
 def run_chat(args) -> None:
     from lmzoo.generation import generate_text
 
+    check_sampling_options(args)
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     print("lmzoo chat: type a prompt and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
     while True:
@@ -192,6 +218,8 @@ def run_chat(args) -> None:
             line = input("> ")
         except EOFError:
             break
+        except UnicodeDecodeError:
+            raise LmzooError("the prompt is not UTF-8 text; type or pipe UTF-8") from None
         if not line.strip():
             break
         generate_text(model, tok, line, stream=True, **sampling_options(args))
@@ -205,6 +233,7 @@ def run_eval(args) -> None:
 
     if (args.data is None) == (args.qa is None):
         raise LmzooError("pass --data (text: loss, bits per byte) or --qa (Q&A JSONL: exact/substring match)")
+    check_eval_options(args)
     if args.qa is not None:
         return run_qa_eval(args)
     device = resolve_device(args.device)
@@ -223,6 +252,24 @@ def run_eval(args) -> None:
               f"perplexity {result['ppl']:.2f}{accuracy} | {result['tokens']:,} tokens")
 
 
+def check_eval_options(args) -> None:
+    from lmzoo.training.qa_eval import check_template
+
+    for flag, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size),
+                        ("--max-new-tokens", args.max_new_tokens), ("--max-batches", args.max_batches)):
+        if value is not None and value < 1:
+            raise LmzooError(f"{flag} must be >= 1, got {value}")
+    if args.examples < 0:
+        raise LmzooError(f"--examples must be >= 0, got {args.examples}")
+    if args.template is not None:
+        check_template(args.template)
+    if args.out is not None:
+        if args.qa is None:
+            raise LmzooError("--out only applies to --qa (one JSON line per question); drop it or pass --qa")
+        check_output_file(args.out)
+    resolve_device(args.device)
+
+
 def run_qa_eval(args) -> None:
     from lmzoo.training.qa_eval import evaluate_qa, read_qa_jsonl, template_for
 
@@ -236,7 +283,7 @@ def run_qa_eval(args) -> None:
     if args.out:
         replace_own_file(args.out, "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items),
                          PREDICTIONS, "predictions file")
-    result["examples"] = items[:max(args.examples, 0)]
+    result["examples"] = items[:args.examples]
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return

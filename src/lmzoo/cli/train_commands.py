@@ -1,7 +1,7 @@
 """Verbs that train: `train` and the offline `demo`."""
 from __future__ import annotations
 
-from pathlib import Path
+from lmzoo.paths import check_output_dir
 
 # Sized so the demo takes about two minutes on a 2-core laptop CPU (see README).
 DEMO_DEFAULTS = dict(arch="transformer", size="micro", seq_len=256, batch_size=8, max_steps=250,
@@ -35,7 +35,9 @@ def run_train(args) -> int:
     from lmzoo.training.config import config_from_args
     from lmzoo.training.distributed import exit_process
 
-    summary = run_training(config_from_args(args))
+    config = config_from_args(args)
+    check_output_dir(config.out)
+    summary = run_training(config)
     if os.environ.get("RANK", "0") == "0":
         print(json.dumps(summary))
     code = 130 if summary["status"] == "interrupted" else 0
@@ -49,11 +51,12 @@ def run_demo(args) -> None:
 
     import lmzoo
     from lmzoo.data import prepare_dataset, prepare_default_corpus
-    from lmzoo.generation import generate_text
+    from lmzoo.generation import check_prompts, generate_text
     from lmzoo.training import run_training
     from lmzoo.training.config import TrainConfig
 
-    out = Path(args.out)
+    check_prompts([args.prompt])
+    out = check_output_dir(args.out)
     data_dir = out / "data"
     if args.data:
         print(f"preparing {', '.join(args.data)} ...")

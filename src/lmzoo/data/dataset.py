@@ -45,7 +45,38 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     if missing or meta["dtype"] not in DTYPES:
         raise LmzooError(f"{path} is damaged (missing {missing or 'nothing'}, dtype {meta.get('dtype')}); "
                          "re-run `lmzoo prepare`")
+    _check_meta_values(meta, path)
     return meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta_values(meta: dict[str, Any], path: Path) -> None:
+    """Types and ranges of meta.json's values, before any of them sizes an allocation."""
+    def damaged(what: str) -> LmzooError:
+        return LmzooError(f"{path} is damaged ({what}); re-run `lmzoo data prepare`")
+
+    vocab, eos = meta["vocab_size"], meta["eos_id"]
+    id_limit = 1 << (8 * np.dtype(meta["dtype"]).itemsize)
+    if not _is_int(vocab) or not 2 <= vocab <= id_limit:
+        raise damaged(f"vocab_size {vocab!r} is not an integer in [2, {id_limit:,}] for dtype {meta['dtype']}")
+    if not _is_int(eos) or not 0 <= eos < vocab:
+        raise damaged(f"eos_id {eos!r} is not an id below vocab_size {vocab}")
+    if not isinstance(meta["splits"], dict) or not meta["splits"]:
+        raise damaged("'splits' is not a mapping of split names")
+    for name, info in meta["splits"].items():
+        if not isinstance(info, dict):
+            raise damaged(f"split '{name}' is not a mapping")
+        counts = [info.get(key) for key in ("tokens", "bytes", "documents")]
+        if not all(_is_int(n) and n >= 0 for n in counts):
+            raise damaged(f"split '{name}' has tokens/bytes/documents {counts}, not counts >= 0")
+        if counts[0] and not counts[1]:
+            raise damaged(f"split '{name}' has {counts[0]} tokens but 0 bytes of text")
+        file = info.get("file")
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+            raise damaged(f"split '{name}' names the file {file!r}, not a file name inside the dataset folder")
 
 
 class TokenDataset:
@@ -59,14 +90,10 @@ class TokenDataset:
         if split not in splits:
             raise LmzooError(f"{self.directory} has no split '{split}'; choose one of: {', '.join(splits)}")
         info = splits[split]
-        try:
-            self.path = self.directory / info["file"]
-            self.tokens = int(info["tokens"])
-            self.bytes = int(info["bytes"])  # UTF-8 bytes of the text behind the tokens, for bits per byte
-            self.documents = int(info["documents"])
-        except (KeyError, TypeError, ValueError):
-            raise LmzooError(f"{META_FILE} in {self.directory} describes split '{split}' incompletely; "
-                             "re-run `lmzoo prepare`") from None
+        self.path = self.directory / info["file"]  # read_meta checked the split's values
+        self.tokens = info["tokens"]
+        self.bytes = info["bytes"]  # UTF-8 bytes of the text behind the tokens, for bits per byte
+        self.documents = info["documents"]
         self.dtype = np.dtype(self.meta["dtype"])
         self._check_file()
         self.data = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.tokens,))

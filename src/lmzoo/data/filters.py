@@ -32,6 +32,7 @@ from typing import Any
 from lmzoo.data import sources
 from lmzoo.data.sources import Inputs, Piece, describe_inputs, iter_pieces
 from lmzoo.errors import LmzooError
+from lmzoo.paths import read_utf8
 from lmzoo.tokenizers import Tokenizer
 
 
@@ -195,12 +196,7 @@ def _iter_records(path: Path, text_field: str) -> Iterator[tuple[str, dict[str, 
 
 def load_blocklist(path: Path) -> tuple[re.Pattern[str], int]:
     """One case-insensitive pattern for all entries of the blocklist file, and the number of entries."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise LmzooError(f"blocklist not found: {path}; check the path") from None
-    except UnicodeDecodeError:
-        raise LmzooError(f"blocklist {path} is not UTF-8 text; re-save it as UTF-8") from None
+    lines = read_utf8(path, "blocklist").splitlines()
     patterns = []
     for lineno, line in enumerate(lines, start=1):
         entry = line.strip()

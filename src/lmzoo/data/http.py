@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
+import urllib.parse
 from typing import Any
 
 from lmzoo import __version__
@@ -40,6 +41,14 @@ def _requests():
     except ImportError:
         raise LmzooError(f"collecting data online needs the requests library; {INSTALL_HINT}") from None
     return requests
+
+
+def check_url(url: str, flag: str) -> str:
+    """An http(s) URL with a host, or a one-line error naming the flag."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise LmzooError(f"{flag} {url!r} is not an http(s) URL; pass e.g. https://example.org/w/api.php")
+    return url
 
 
 def user_agent(tool: str, contact: str | None = None) -> str:
@@ -88,8 +97,10 @@ class PoliteSession:
 
     def __init__(self, agent: str, *, rate: float = 1.0, retries: int = 5, backoff: float = 1.0,
                  max_wait: float = 120.0, timeout: float = 30.0):
-        if not rate > 0 or retries < 0 or backoff < 0 or not timeout > 0 or max_wait < 0:
-            raise LmzooError("rate and timeout must be positive; retries, backoff and max wait must be >= 0")
+        finite = all(math.isfinite(v) for v in (rate, backoff, timeout, max_wait))
+        if not finite or not rate > 0 or retries < 0 or backoff < 0 or not timeout > 0 or max_wait < 0:
+            raise LmzooError(f"--rate and --timeout must be finite and > 0, --retries and --backoff finite and >= 0; "
+                             f"got rate {rate}, timeout {timeout}, retries {retries}, backoff {backoff}")
         requests = _requests()
         self.rate, self.retries, self.backoff, self.max_wait, self.timeout = rate, retries, backoff, max_wait, timeout
         self.session = requests.Session()

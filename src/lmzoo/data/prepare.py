@@ -40,6 +40,7 @@ from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
 from lmzoo.locking import output_lock
 from lmzoo.tokenizers import TOKENIZER_FILE, TOKENIZER_KINDS, Tokenizer, check_tokenizer_output, get_tokenizer
+from lmzoo.tokenizers.base import check_vocab_size
 
 BLOCK_CHARS = 1 << 16
 ENCODE_GROUP = 16  # blocks per encode_batch call: big enough to keep a BPE's threads busy
@@ -138,6 +139,7 @@ def _resolve_tokenizer(spec: str | os.PathLike | Tokenizer, inputs: Inputs, text
             if filters.active:
                 pieces = filters.apply(pieces, None)  # no tokenizer yet, so no <unk> check
             texts = (piece.text for piece in pieces)
+        check_vocab_size(vocab_size)
         return cls.train(texts, vocab_size=vocab_size)
     if vocab_size is not None:
         raise LmzooError("vocab_size only applies when a tokenizer is trained; pass a kind such as 'bpe' "

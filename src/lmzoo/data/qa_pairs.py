@@ -176,6 +176,8 @@ class QaClient:
 
     def __init__(self, provider: str, model: str, *, api_key: str, base_url: str | None = None,
                  max_tokens: int | None = None, http: PoliteSession | None = None, key_env: str = ""):
+        if max_tokens is not None and max_tokens < 1:
+            raise LmzooError(f"--max-tokens must be >= 1 (or left out), got {max_tokens}")
         self.provider, self.model, self.max_tokens = provider, model, max_tokens
         self.key_env = key_env or PROVIDERS[provider].env
         base = (base_url or PROVIDERS[provider].base_url).rstrip("/")
@@ -254,28 +256,37 @@ def list_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                yield number, line
+    except UnicodeDecodeError:
+        raise LmzooError(f"line {number + 1} of {path} is not UTF-8 text; pass UTF-8 JSONL") from None
+
+
 def _iter_articles(files: list[Path], limit: int | None) -> Iterator[dict[str, Any]]:
     """The first `limit` articles with distinct titles (all if None)."""
     seen: set[str] = set()
     for path in files:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = None
-                if not isinstance(record, dict) or not isinstance(record.get("title"), str) \
-                        or not isinstance(record.get("text"), str):
-                    raise LmzooError(f"line {number} of {path} is not an article (JSON with \"title\" and "
-                                     "\"text\"); pass the output of lmzoo data wiki-fetch or wiki-dump")
-                if record["title"] in seen:
-                    continue
-                if limit is not None and len(seen) >= limit:
-                    return
-                seen.add(record["title"])
-                yield record
+        for number, line in _numbered_lines(path):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("title"), str) \
+                    or not isinstance(record.get("text"), str):
+                raise LmzooError(f"line {number} of {path} is not an article (JSON with \"title\" and "
+                                 "\"text\"); pass the output of lmzoo data wiki-fetch or wiki-dump")
+            if record["title"] in seen:
+                continue
+            if limit is not None and len(seen) >= limit:
+                return
+            seen.add(record["title"])
+            yield record
 
 
 def _is_progress_line(record: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ has a fixed size, so a stream of any length runs in constant memory and time per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -55,6 +56,7 @@ class EfficiaConfig(ModelConfig):
     memory: bool = True        # GMG on (False: ablation)
     compression: bool = True   # CCU on (False: ablation)
     eos_id: int | None = None  # end-of-document token: resets memory and GRU; set from the dataset
+    zero_allowed: ClassVar[frozenset[str]] = frozenset({"conv_size", "compression_dim", "eos_id"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,6 +67,8 @@ class EfficiaConfig(ModelConfig):
             raise LmzooError(f"conv_size must be >= 0 (0 = no short convolution), got {self.conv_size}")
         if self.compression_dim < 0:
             raise LmzooError(f"compression_dim must be >= 0 (0 = d_model // 4), got {self.compression_dim}")
+        if self.eos_id is not None and self.eos_id >= self.vocab_size:
+            raise LmzooError(f"eos_id {self.eos_id} is not below vocab_size {self.vocab_size}")
 
     @property
     def state_dim(self) -> int:

@@ -65,6 +65,9 @@ class SpikeTransformerConfig(ModelConfig):
         unknown = sorted(set(self.thresholds or {}) - set(SITES))
         if unknown:
             raise LmzooError(f"unknown spiking site(s) {unknown} in thresholds; valid: {', '.join(SITES)}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
+                   for v in (self.thresholds or {}).values()):
+            raise LmzooError(f"thresholds must be positive finite numbers, got {self.thresholds}")
 
     def threshold(self, site: str) -> float:
         return float((self.thresholds or {}).get(site, SITES[site]))

@@ -41,6 +41,9 @@ SIZES = {
 }
 
 
+MAX_ROLLER_REACH = 1 << 20
+
+
 @dataclass
 class SpikeWalzeConfig(ModelConfig):
     # A training-time cap on the share of spiking tokens, removed: it ranked p over the whole
@@ -64,7 +67,14 @@ class SpikeWalzeConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.taps = tuple(int(t) for t in self.taps)
+        if not self.taps or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.taps):
+            raise LmzooError(f"taps must be integer offsets >= 0, got {list(self.taps)}")
+        self.taps = tuple(self.taps)
+        # The roller buffers max(taps) * its largest dilation past tokens per layer.
+        reach = max(self.taps) * 2 ** (min(self.dilation_cycle, self.n_layers) - 1)
+        if reach > MAX_ROLLER_REACH:
+            raise LmzooError(f"the roller would reach {reach:,} tokens back (max(taps) * 2**(dilation_cycle - 1)); "
+                             f"keep it <= {MAX_ROLLER_REACH:,}")
         if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
             raise LmzooError(f"d_model ({self.d_model}) must divide by n_heads ({self.n_heads}) and n_heads "
                              f"by n_kv_heads ({self.n_kv_heads})")

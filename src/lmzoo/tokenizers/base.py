@@ -185,6 +185,14 @@ def get_tokenizer(spec: str | os.PathLike | Tokenizer) -> Tokenizer:
     )
 
 
+MAX_VOCAB_SIZE = 1 << 24  # far beyond any useful vocabulary; also what a model config accepts
+
+
+def check_vocab_size(vocab_size: int | None) -> None:
+    if vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB_SIZE:
+        raise LmzooError(f"vocab_size must be between 1 and {MAX_VOCAB_SIZE:,}, got {vocab_size:,}")
+
+
 def train_tokenizer(kind: str, files: Inputs, vocab_size: int | None = None,
                     out: str | os.PathLike | None = None, text_field: str = "text") -> Tokenizer:
     """Train a `kind` tokenizer on `files` (anything `lmzoo.data.iter_pieces` accepts), streaming.
@@ -194,6 +202,7 @@ def train_tokenizer(kind: str, files: Inputs, vocab_size: int | None = None,
     from lmzoo.data.sources import iter_pieces  # lazy: lmzoo.data imports this package
 
     cls = _kind_class(kind)
+    check_vocab_size(vocab_size)
     tokenizer = cls.train((piece.text for piece in iter_pieces(files, text_field)), vocab_size=vocab_size)
     if out is not None:
         tokenizer.save(out)

@@ -18,6 +18,7 @@ or pruned: a `step-*` folder with anything else in it is not lmzoo's and is left
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -175,12 +176,39 @@ def _read_trainer_state(path: Path) -> dict[str, Any]:
         raise LmzooError(f"missing {STATE_FILE} in {path}; the checkpoint is incomplete") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LmzooError(f"{path / STATE_FILE} is not valid JSON ({e}); use an earlier checkpoint") from e
-    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in ("step", "tokens_seen")):
+    if not isinstance(state, dict) or not all(_is_count(state.get(k)) for k in ("step", "tokens_seen")):
         raise LmzooError(f"{path / STATE_FILE} lacks an integer 'step' or 'tokens_seen'; "
                          "it is not a complete training checkpoint")
+    if not _is_count(state.get("format_version", 0)):
+        raise LmzooError(f"{path / STATE_FILE} has a damaged format_version; use an earlier checkpoint")
     if state.get("format_version", 0) > FORMAT_VERSION:
         raise LmzooError(f"{path} was written by a newer lmzoo (format {state['format_version']}); upgrade")
+    _check_trainer_state(state, path / STATE_FILE)
+    if _STEP_DIR.match(path.name) and step_of(path) != state["step"]:
+        raise LmzooError(f"{path / STATE_FILE} says step {state['step']} in a directory for step {step_of(path)}; "
+                         "use an earlier checkpoint")
     return state
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_trainer_state(state: dict[str, Any], file: Path) -> None:
+    """The optional values the trainer reads back, checked for type and range."""
+    problems = []
+    if not _is_count(state.get("skipped_steps", 0)):
+        problems.append("skipped_steps")
+    if not _is_count(state.get("world_size", 1)) or state.get("world_size", 1) < 1:
+        problems.append("world_size")
+    best = state.get("best_val_loss")
+    if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool) or not math.isfinite(best)):
+        problems.append("best_val_loss")
+    for key in ("train_config", "schedule", "curriculum"):
+        if state.get(key) is not None and not isinstance(state[key], dict):
+            problems.append(key)
+    if problems:
+        raise LmzooError(f"{file} has damaged {', '.join(problems)}; use an earlier checkpoint")
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

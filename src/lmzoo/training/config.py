@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 
 from lmzoo.devices import DTYPES
 from lmzoo.errors import LmzooError
+from lmzoo.paths import read_utf8
 from lmzoo.training.difficulty import SCORERS
 
 NAN_POLICIES = ("skip", "stop")
@@ -24,6 +26,8 @@ CURRICULA = ("none", "stages", "competence")
 CURRICULUM_METRICS = ("accuracy", "bpb")
 COMPETENCE_SHAPES = ("sqrt", "linear")
 LANGUAGES = ("de", "en")
+# One step's windows are drawn at once (int64 ids): beyond this a typo allocates gigabytes.
+MAX_STEP_TOKENS = 1 << 26
 
 
 def _field(default: Any, help: str, **extra: Any) -> Any:
@@ -108,6 +112,15 @@ class TrainConfig:
         if len(self.betas) != 2:
             raise LmzooError(f"betas must be two numbers, got {self.betas}")
         self.betas = tuple(float(b) for b in self.betas)
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise LmzooError(f"betas must be in [0, 1), got {list(self.betas)}")
+        if not self.lr > 0:
+            raise LmzooError(f"lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise LmzooError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63 or (self.threads is not None and self.threads < 1):
+            raise LmzooError(f"seed must be in [0, 2**63) and threads >= 1, got {self.seed} and {self.threads}")
         positive = ("seq_len", "batch_size", "grad_accum", "log_interval", "eval_batches")
         for name in positive:
             if getattr(self, name) < 1:
@@ -115,6 +128,9 @@ class TrainConfig:
         for name in ("eval_interval", "checkpoint_interval", "keep_last", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise LmzooError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size * self.grad_accum * self.seq_len > MAX_STEP_TOKENS:
+            raise LmzooError(f"batch_size * grad_accum * seq_len = {self.batch_size * self.grad_accum * self.seq_len:,} "
+                             f"tokens per step and process; keep it <= {MAX_STEP_TOKENS:,}")
         if self.max_tokens is None and (self.max_steps is None or self.max_steps < 1):
             raise LmzooError("set --max-steps (>= 1) or --max-tokens to say how long to train")
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -141,6 +157,8 @@ class TrainConfig:
             raise LmzooError(f"competence_start must be in (0, 1], got {self.competence_start}")
         if self.competence_steps is not None and self.competence_steps < 1:
             raise LmzooError(f"competence_steps must be >= 1, got {self.competence_steps}")
+        if self.curriculum_reference and self.curriculum_scorer != "reference-loss":
+            raise LmzooError("--curriculum-reference only applies to --curriculum-scorer reference-loss; drop it")
         if self.curriculum == "none":
             return
         if self.curriculum_scorer == "reference-loss" and not self.curriculum_reference:
@@ -172,6 +190,10 @@ class TrainConfig:
             numeric = f.type in ("int", "int | None", "float")
             if not isinstance(value, _TYPES[f.type]) or (numeric and isinstance(value, bool)):
                 raise LmzooError(f"{f.name} must be of type {f.type}, got {value!r}; fix the recipe or flag")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise LmzooError(f"{f.name} must be a finite number, got {value}; fix the recipe or flag")
+            if isinstance(value, (tuple, list)) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise LmzooError(f"{f.name} must hold finite numbers, got {list(value)}; fix the recipe or flag")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -198,11 +220,8 @@ class TrainConfig:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """The YAML recipe as a dict of TrainConfig fields (validated later, with the CLI flags)."""
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise LmzooError(f"cannot read recipe {path} ({e.strerror}); check the --config path") from e
+        data = yaml.safe_load(read_utf8(path, "--config"))
     except yaml.YAMLError as e:
         raise LmzooError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the recipe") from e
     if data is None:

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lmzoo.devices import resolve_device
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
 from lmzoo.locking import output_lock
@@ -84,6 +85,14 @@ class FinetuneConfig:
         if self.dtype not in DTYPES:
             raise LmzooError(f"unknown dtype '{self.dtype}'; choose one of: {', '.join(DTYPES)}")
         check_template(self.template)
+        for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction", "lora_alpha", "lora_dropout"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise LmzooError(f"{name} must be a finite number, got {value}")
+        if self.lora_alpha <= 0 or not 0 <= self.seed < 2**63 or (self.freeze_layers or 0) < 0 \
+                or (self.threads or 1) < 1:
+            raise LmzooError("lora_alpha must be > 0, seed in [0, 2**63), freeze_layers >= 0 and threads >= 1; got "
+                             f"{self.lora_alpha}, {self.seed}, {self.freeze_layers} and {self.threads}")
         for name in ("epochs", "batch_size", "max_length", "lora_r"):
             if getattr(self, name) < 1:
                 raise LmzooError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -226,14 +235,6 @@ def merge_lora(peft_model: nn.Module) -> nn.Module:
 
 
 # ---- the loop ----------------------------------------------------------------------------------
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LmzooError("--device cuda was asked for but no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
 def _autocast(dtype: str, device: torch.device):
     if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -294,7 +295,7 @@ def _finetune(cfg: FinetuneConfig, verbose: bool) -> dict:
     started = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     base_dir = resolve_model_dir(cfg.base)
     if Path(cfg.out).resolve() == base_dir.resolve():
         raise LmzooError(f"--out {cfg.out} is the base model's directory; write the fine-tuned model elsewhere")
