@@ -60,7 +60,7 @@ def test_blocklist_errors(tmp_path):
     bad.write_text("ok\n/(unclosed/\n", encoding="utf-8")
     with pytest.raises(LmzooError, match=r"bad.txt:2: invalid regular expression"):
         load_blocklist(bad)
-    with pytest.raises(LmzooError, match="blocklist not found"):
+    with pytest.raises(LmzooError, match="blocklist .*missing.txt does not exist"):
         DocumentFilters(blocklist=tmp_path / "missing.txt")
 
 

@@ -129,7 +129,7 @@ def test_read_qa_accepts_three_shapes(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("", "holds no Q&A examples"),
     ("\n  \n", "holds no Q&A examples"),
-    ('{"question": "q"\n', "not valid JSON"),
+    ('{"question": "q"\n', "invalid JSON"),
     ('{"text": "x"}\n', "no question/answer fields"),
     ('["q", "a"]\n', "expected a JSON object"),
     ('{"question": "q", "answer": ""}\n', "empty"),

@@ -174,24 +174,10 @@ def metadata_prefix(record: dict[str, Any], fields: Sequence[str]) -> str:
 
 def _iter_records(path: Path, text_field: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(text, record) per non-empty JSONL line; malformed lines raise the same errors as `iter_pieces`."""
-    with sources._open_binary(path) as lines:
-        for lineno, raw in enumerate(lines, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise LmzooError(f"{path} is not UTF-8 text (line {lineno}); re-save it as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record[text_field]
-                ok = isinstance(text, str)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                ok = False
-            if not ok:  # let the reader of plain JSONL word the error
-                sources._jsonl_text(line, path, lineno, text_field)
-            if text:
-                yield text, record
+    for where, record in sources.iter_jsonl(path):
+        text = sources.record_text(record, where, text_field)
+        if text:
+            yield text, record
 
 
 def load_blocklist(path: Path) -> tuple[re.Pattern[str], int]:

@@ -34,6 +34,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lmzoo.data.http import HttpStatusError, PoliteSession, user_agent
+from lmzoo.data.sources import expand_paths, iter_jsonl, visible
 from lmzoo.errors import LmzooError
 from lmzoo.io import read_own_jsonl
 from lmzoo.locking import output_lock
@@ -242,45 +243,17 @@ def api_key(provider: str, env: str | None = None) -> tuple[str, str]:
 # --- articles in, pairs out, resumably ---------------------------------------------------
 
 def list_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*.jsonl") if not p.name.startswith("."))
-            if not found:
-                raise LmzooError(f"no *.jsonl files under {path}; point at the articles file")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise LmzooError(f"articles file not found: {path}; check the path")
-    return files
-
-
-def _numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    number = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                yield number, line
-    except UnicodeDecodeError:
-        raise LmzooError(f"line {number + 1} of {path} is not UTF-8 text; pass UTF-8 JSONL") from None
+    return expand_paths(paths, lambda p, root: visible(p, root) and p.suffix == ".jsonl", "*.jsonl files", "articles")
 
 
 def _iter_articles(files: list[Path], limit: int | None) -> Iterator[dict[str, Any]]:
     """The first `limit` articles with distinct titles (all if None)."""
     seen: set[str] = set()
     for path in files:
-        for number, line in _numbered_lines(path):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict) or not isinstance(record.get("title"), str) \
-                    or not isinstance(record.get("text"), str):
-                raise LmzooError(f"line {number} of {path} is not an article (JSON with \"title\" and "
-                                 "\"text\"); pass the output of lmzoo data wiki-fetch or wiki-dump")
+        for where, record in iter_jsonl(path):
+            if not isinstance(record.get("title"), str) or not isinstance(record.get("text"), str):
+                raise LmzooError(f"{where} is not an article (JSON with \"title\" and \"text\"); pass the "
+                                 "output of lmzoo data wiki-fetch or wiki-dump")
             if record["title"] in seen:
                 continue
             if limit is not None and len(seen) >= limit:

@@ -67,19 +67,31 @@ def describe_inputs(inputs: Inputs) -> list[str]:
 
 def list_files(inputs: Iterable[PathLike] | PathLike) -> list[Path]:
     """Expand directories (recursively, sorted) into the readable files they contain."""
+    names = ", ".join(f"*{s}" for s in TEXT_SUFFIXES + JSONL_SUFFIXES)
+    return expand_paths(_as_path_list(inputs), _is_data_file, f"{names} files (optionally .gz/.bz2)", "input")
+
+
+def expand_paths(paths: Iterable[PathLike], accept: Callable[[Path, Path], bool], kind: str,
+                 what: str) -> list[Path]:
+    """The files `paths` name: a file as given, a directory as the files under it (recursively,
+    sorted) for which `accept(file, directory)` holds. `kind` and `what` word the errors."""
     files: list[Path] = []
-    for path in _as_path_list(inputs):
+    for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_data_file(p, path))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and accept(p, path))
             if not found:
-                names = ", ".join(f"*{s}" for s in TEXT_SUFFIXES + JSONL_SUFFIXES)
-                raise LmzooError(f"no {names} files (optionally .gz/.bz2) under {path}; point at the data files")
+                raise LmzooError(f"no {kind} under {path}; point at the {what} files")
             files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            raise LmzooError(f"input not found: {path}; check the path")
+            raise LmzooError(f"{what} not found: {path}; check the path")
     return files
+
+
+def visible(path: Path, root: Path) -> bool:
+    """No part of `path` below `root` is hidden (a dot file or folder, e.g. lmzoo's temp files)."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _as_path_list(inputs: Iterable[PathLike] | PathLike) -> list[Path]:
@@ -90,9 +102,8 @@ def _as_path_list(inputs: Iterable[PathLike] | PathLike) -> list[Path]:
 
 
 def _is_data_file(path: Path, root: Path) -> bool:
-    if any(part.startswith(".") for part in path.relative_to(root).parts):
-        return False  # .git, editor backups and other hidden files are not data
-    return _base_suffix(path) in TEXT_SUFFIXES + JSONL_SUFFIXES
+    # .git, editor backups and other hidden files are not data
+    return visible(path, root) and _base_suffix(path) in TEXT_SUFFIXES + JSONL_SUFFIXES
 
 
 def _base_suffix(path: Path) -> str:
@@ -167,28 +178,30 @@ def _read_chunk(f: IO[bytes], path: Path) -> bytes:
         raise LmzooError(f"cannot read {path} ({err}); check that the file is complete") from None
 
 
-def _iter_jsonl(path: Path, text_field: str) -> Iterator[Piece]:
+def iter_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, record) for each non-blank line of a JSONL file (.gz/.bz2 too); `where` is
+    "path:line". Bad UTF-8, invalid JSON or a line that is not an object is a one-line error."""
     with _open_binary(path) as lines:
         # Decoding line by line (not through a text wrapper) pins errors to the right line.
         for lineno, raw in enumerate(lines, start=1):
+            where = f"{path}:{lineno}"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise LmzooError(f"{path} is not UTF-8 text (line {lineno}); re-save it as UTF-8") from None
-            if line.strip():
-                text = _jsonl_text(line, path, lineno, text_field)
-                if text:
-                    yield Piece(text, True)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LmzooError(f"{where}: invalid JSON ({err.msg}); fix or remove the line") from None
+            if not isinstance(record, dict):
+                raise LmzooError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+            yield where, record
 
 
-def _jsonl_text(line: str, path: Path, lineno: int, text_field: str) -> str:
-    where = f"{path}:{lineno}"
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise LmzooError(f"{where}: invalid JSON ({err.msg}); fix or remove the line") from None
-    if not isinstance(record, dict):
-        raise LmzooError(f"{where}: expected a JSON object per line, got {type(record).__name__}")
+def record_text(record: dict, where: str, text_field: str) -> str:
+    """The string in `record[text_field]`, or a one-line error naming the line and the fields."""
     if text_field not in record:
         fields = ", ".join(map(str, record)) or "none"
         raise LmzooError(f"{where}: no '{text_field}' field (fields: {fields}); choose one with --text-field")
@@ -196,6 +209,13 @@ def _jsonl_text(line: str, path: Path, lineno: int, text_field: str) -> str:
     if not isinstance(text, str):
         raise LmzooError(f"{where}: field '{text_field}' is {type(text).__name__}, not a string; pick a text field")
     return text
+
+
+def _iter_jsonl(path: Path, text_field: str) -> Iterator[Piece]:
+    for where, record in iter_jsonl(path):
+        text = record_text(record, where, text_field)
+        if text:
+            yield Piece(text, True)
 
 
 def mark_last(items: Iterable[T]) -> Iterator[tuple[T, bool]]:

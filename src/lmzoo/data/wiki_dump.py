@@ -35,6 +35,7 @@ from xml.etree.ElementTree import ParseError
 
 from tqdm import tqdm
 
+from lmzoo.data.sources import expand_paths, visible
 from lmzoo.data.wikitext import LANG_CODE, MEDIA_NAMESPACES, Site, clean_wikitext
 from lmzoo.errors import LmzooError
 from lmzoo.io import read_format_json, write_json_atomic
@@ -149,21 +150,14 @@ def _site(info: Any) -> Site:
 
 def list_dump_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The dump files named by `paths`; a directory means its *.xml[*.bz2|*.gz] files, sorted."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and ".xml" in p.name.lower() and p.name.lower().endswith(DUMP_SUFFIXES))
-            if not found:
-                raise LmzooError(f"no *.xml or *.xml.bz2 files under {path}; point at the dump files")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise LmzooError(f"dump not found: {path}; check the path")
+    files = expand_paths(paths, _is_dump_file, "*.xml or *.xml.bz2 files", "dump")
     if not files:
         raise LmzooError("no dump given; pass a .xml or .xml.bz2 file or a directory of them")
     return files
+
+
+def _is_dump_file(path: Path, root: Path) -> bool:
+    return visible(path, root) and ".xml" in path.name.lower() and path.name.lower().endswith(DUMP_SUFFIXES)
 
 
 # --- writing, resumably -----------------------------------------------------------------

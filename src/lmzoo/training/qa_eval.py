@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lmzoo.data.sources import iter_jsonl
 from lmzoo.errors import LmzooError
 
 DEFAULT_TEMPLATE = "Question: {question}\nAnswer: "
@@ -50,9 +51,7 @@ def format_prompt(question: str, template: str = DEFAULT_TEMPLATE) -> str:
     return check_template(template).replace("{question}", question)
 
 
-def _example(record, where: str) -> QAExample:
-    if not isinstance(record, dict):
-        raise LmzooError(f"{where}: expected a JSON object, got {type(record).__name__}")
+def _example(record: dict, where: str) -> QAExample:
     for q_key, a_key in _SHAPES:
         if q_key in record and a_key in record:
             question, answer = record[q_key], record[a_key]
@@ -72,19 +71,7 @@ def read_qa_jsonl(path: str | Path) -> list[QAExample]:
     path = Path(path)
     if not path.is_file():
         raise LmzooError(f"no Q&A file at '{path}'; pass a JSONL file of question/answer objects")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise LmzooError(f"{path} is not UTF-8 text ({e}); re-encode it as UTF-8") from e
-    examples = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmzooError(f"{path}:{number} is not valid JSON ({e.msg}); each line must be one object") from e
-        examples.append(_example(record, f"{path}:{number}"))
+    examples = [_example(record, where) for where, record in iter_jsonl(path)]
     if not examples:
         raise LmzooError(f"{path} holds no Q&A examples; add lines like "
                          '{"question": "...", "answer": "..."}')
