@@ -290,8 +290,9 @@ def test_cli_finetune_and_eval(bases, qa_file, tmp_path, capsys):
     out = tmp_path / "ft"
     assert main(["--threads", "1", "finetune", str(bases / "spike-walze"), "--data", str(qa_file), "--out", str(out),
                  "--method", "lora", "--epochs", "1", "--template", "{question}\\n=", "--lora-r", "4"]) == 0
-    printed = capsys.readouterr().out
-    report = json.loads(printed[:printed.rindex("}") + 1])
+    printed = capsys.readouterr().out  # the trainer's log lines, then the report
+    assert "step 1/1 | loss" in printed and "step 1/1 | val loss" in printed
+    report = json.loads(printed[printed.index("{"):printed.rindex("}") + 1])
     assert report["method"] == "lora" and 0 < report["trainable_ratio"] < 1
     assert json.loads((out / "finetune.json").read_text())["template"] == "{question}\n="
     items = tmp_path / "items.jsonl"

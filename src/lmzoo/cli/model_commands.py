@@ -10,10 +10,10 @@ import torch
 
 import lmzoo
 from lmzoo.training.checkpointing import resolve_model_dir
-from lmzoo.cli.finetune_commands import unescape
 from lmzoo.errors import LmzooError
 from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
+from lmzoo.training.qa_eval import unescape
 
 PREDICTIONS = is_jsonl_with("question", "reference", "prediction")  # an earlier `eval --qa --out` file
 

@@ -19,4 +19,8 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'lmzoo.training' has no attribute '{name}'")
-    return getattr(importlib.import_module(f"lmzoo.training.{_EXPORTS[name]}"), name)
+    value = getattr(importlib.import_module(f"lmzoo.training.{_EXPORTS[name]}"), name)
+    # Bound here once imported. This also replaces the attribute the import of a same-named
+    # submodule (`evaluate`) just set, which `from lmzoo.training import evaluate` would return.
+    globals()[name] = value
+    return value
