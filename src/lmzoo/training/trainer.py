@@ -140,7 +140,7 @@ class Trainer:
         resume = self._find_resume()
         if resume is not None:  # weights go in before wrapping, while the model is still plain
             load_state_into(self.model, resume.model_state, resume.path / WEIGHTS_FILE)
-        self.model.to(env.device)
+        self.model.to(env.device).train()  # a loaded base model comes in eval mode
         fsdp = getattr(cfg, "fsdp", False)  # fine-tuning has no --fsdp: it merges adapters in one process
         if fsdp and not env.enabled and env.is_main:
             warn("--fsdp has no effect in a single process; launch with torchrun to shard")
