@@ -3,6 +3,8 @@ import argparse
 import json
 import signal
 import string
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -318,6 +320,11 @@ def test_killed_and_stopped_finetune_resumes_to_the_same_weights(method, bases, 
     expected, resumed = lmzoo.load(tmp_path / "reference").state_dict(), lmzoo.load(out).state_dict()
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    again = finetune(config_from_args(parse_finetune(args), FinetuneConfig), verbose=False)  # a finished run
+    assert again["epochs"] == reference["epochs"] and lmzoo.load(out).state_dict().keys() == expected.keys()
+    if method == "lora":
+        with pytest.raises(LmzooError, match="does not match architecture"):
+            lmzoo.load(tmp_path / "ft.run")  # its newest checkpoint, adapters unmerged
 
 
 def parse_finetune(argv):
@@ -343,6 +350,25 @@ def test_finetune_writes_metrics_and_checkpoints(bases, qa_file, tmp_path, monke
     assert [(e["step"], e["val_loss"]) for e in report["epochs"]] == [(r["step"], r["val_loss"]) for r in evals]
     assert [step_of(p) for p in list_checkpoints(run_dir / "checkpoints")] == [2, 4, 6]
     assert in_train_mode == [True] * 6
+
+
+def test_two_processes_finetune_like_one(bases, qa_file, tmp_path):
+    """torchrun (DDP, gloo): each rank takes half of a step's examples, as one process accumulating two."""
+    args = [str(bases / "transformer"), "--data", str(qa_file), "--method", "lora", "--template", TEMPLATE,
+            "--epochs", "2", "--batch-size", "1", "--val-fraction", "0.25", "--lr", "3e-3", "--threads", "1",
+            "--device", "cpu"]
+    one = finetune(config_from_args(parse_finetune([*args, "--out", str(tmp_path / "one"), "--grad-accum", "2"]),
+                                    FinetuneConfig), verbose=False)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "lmzoo.cli.main", "finetune", *args, "--out", str(tmp_path / "two")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "finetune.json").read_text())
+    assert two["steps"] == one["steps"] == 6
+    assert [e["val_loss"] for e in two["epochs"]] == pytest.approx([e["val_loss"] for e in one["epochs"]], abs=1e-5)
+    expected, got = lmzoo.load(tmp_path / "one").state_dict(), lmzoo.load(tmp_path / "two").state_dict()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
 
 
 def test_finetune_refuses_a_pretraining_run_dir(bases, qa_file, tmp_path):

@@ -30,7 +30,7 @@ LANGUAGES = ("de", "en")
 REQUIRED = MISSING  # the default of a field with none: it must be given
 
 
-def _field(default: Any, help: str, flag: str | None = None, **argparse_kwargs: Any) -> Any:
+def flag_field(default: Any, help: str, flag: str | None = None, **argparse_kwargs: Any) -> Any:
     """A config field with its flag's help. `flag` renames the flag (`--model-arg`; a name without
     dashes makes it positional); `argparse_kwargs` (choices, nargs, metavar, type, action) go to
     `add_argument` as they are."""
@@ -102,32 +102,32 @@ class LoopConfig(FlagConfig):
     redeclare one of these with another default (fine-tuning trains with other betas)."""
 
     # ---- batch and length ----
-    batch_size: int = _field(16, "sequences per micro-batch, per process")
-    grad_accum: int = _field(1, "micro-batches accumulated per optimizer step")
-    max_steps: int | None = _field(1000, "optimizer steps to train for (ignored when --max-tokens is set)")
+    batch_size: int = flag_field(16, "sequences per micro-batch, per process")
+    grad_accum: int = flag_field(1, "micro-batches accumulated per optimizer step")
+    max_steps: int | None = flag_field(1000, "optimizer steps to train for (ignored when --max-tokens is set)")
     # ---- optimizer and schedule ----
-    lr: float = _field(1e-3, "peak learning rate")
-    min_lr_ratio: float = _field(0.1, "final learning rate as a fraction of --lr (end of the cosine)")
-    warmup_steps: int = _field(100, "steps of linear warmup from 0 to --lr")
-    weight_decay: float = _field(0.1, "AdamW weight decay (not applied to norms, biases, embeddings)")
-    betas: tuple = _field((0.9, 0.95), "AdamW betas", nargs=2, metavar=("BETA1", "BETA2"))
-    grad_clip: float = _field(1.0, "clip the global gradient norm to this value; 0 disables clipping")
+    lr: float = flag_field(1e-3, "peak learning rate")
+    min_lr_ratio: float = flag_field(0.1, "final learning rate as a fraction of --lr (end of the cosine)")
+    warmup_steps: int = flag_field(100, "steps of linear warmup from 0 to --lr")
+    weight_decay: float = flag_field(0.1, "AdamW weight decay (not applied to norms, biases, embeddings)")
+    betas: tuple = flag_field((0.9, 0.95), "AdamW betas", nargs=2, metavar=("BETA1", "BETA2"))
+    grad_clip: float = flag_field(1.0, "clip the global gradient norm to this value; 0 disables clipping")
     # ---- numerics and speed ----
-    dtype: str = _field("auto", "compute dtype: auto = bf16 autocast on CUDA, fp32 on CPU", choices=DTYPES)
-    compile: bool = _field(False, "torch.compile the model")
-    device: str = _field("auto", "cpu, cuda, cuda:N, or auto (CUDA when available)")
-    threads: int | None = _field(None, "CPU threads for torch (default: torch's choice)")
-    seed: int = _field(0, "seed for the initialisation (of the model or the adapters) and the data order")
-    nan_policy: str = _field("skip", "on a non-finite loss or gradient: skip the update (and count it) "
-                                     "or stop with an error", choices=NAN_POLICIES)
+    dtype: str = flag_field("auto", "compute dtype: auto = bf16 autocast on CUDA, fp32 on CPU", choices=DTYPES)
+    compile: bool = flag_field(False, "torch.compile the model")
+    device: str = flag_field("auto", "cpu, cuda, cuda:N, or auto (CUDA when available)")
+    threads: int | None = flag_field(None, "CPU threads for torch (default: torch's choice)")
+    seed: int = flag_field(0, "seed for the initialisation (of the model or the adapters) and the data order")
+    nan_policy: str = flag_field("skip", "on a non-finite loss or gradient: skip the update (and count it) "
+                                         "or stop with an error", choices=NAN_POLICIES)
     # ---- evaluation, logging, checkpoints ----
-    eval_interval: int = _field(200, "evaluate on the val split every N steps; 0 = only at the end")
-    log_interval: int = _field(10, "log metrics every N steps (the only point the loop syncs with the device)")
-    checkpoint_interval: int = _field(500, "save a checkpoint every N steps; 0 = only at the end")
-    keep_last: int = _field(3, "checkpoints to keep (oldest pruned first); 0 keeps all")
-    resume: str = _field("auto", "auto = the newest valid checkpoint in the run's checkpoints/ folder, "
-                                 "a checkpoint directory, or none")
-    tensorboard: bool = _field(False, "also write TensorBoard event files (tensorboard/ beside metrics.jsonl)")
+    eval_interval: int = flag_field(200, "evaluate on the val split every N steps; 0 = only at the end")
+    log_interval: int = flag_field(10, "log metrics every N steps (the only point the loop syncs with the device)")
+    checkpoint_interval: int = flag_field(500, "save a checkpoint every N steps; 0 = only at the end")
+    keep_last: int = flag_field(3, "checkpoints to keep (oldest pruned first); 0 keeps all")
+    resume: str = flag_field("auto", "auto = the newest valid checkpoint in the run's checkpoints/ folder, "
+                                     "a checkpoint directory, or none")
+    tensorboard: bool = flag_field(False, "also write TensorBoard event files (tensorboard/ beside metrics.jsonl)")
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -161,42 +161,42 @@ class TrainConfig(LoopConfig):
 
     what = "training"
     # ---- model and data ----
-    arch: str = _field("transformer", "architecture name (see `lmzoo list`)")
-    size: str = _field("nano", "size preset of the architecture")
-    model_args: dict = _field({}, "model config overrides as KEY=VALUE, repeatable (e.g. d_model=256); "
-                                  "vocab_size defaults to the dataset's", flag="--model-arg",
-                              action="append", type=_parse_model_arg, metavar="KEY=VALUE")
-    data: str = _field("", "dataset directory written by `lmzoo prepare` (train.bin, val.bin, meta.json)")
-    out: str = _field("runs/default", "output directory: metrics.jsonl and checkpoints/")
-    seq_len: int = _field(256, "tokens per training window")
-    max_tokens: int | None = _field(None, "train until this many tokens were seen (overrides --max-steps)")
-    eval_batches: int = _field(20, "val batches (of --batch-size windows) per evaluation, per process")
+    arch: str = flag_field("transformer", "architecture name (see `lmzoo list`)")
+    size: str = flag_field("nano", "size preset of the architecture")
+    model_args: dict = flag_field({}, "model config overrides as KEY=VALUE, repeatable (e.g. d_model=256); "
+                                      "vocab_size defaults to the dataset's", flag="--model-arg",
+                                  action="append", type=_parse_model_arg, metavar="KEY=VALUE")
+    data: str = flag_field("", "dataset directory written by `lmzoo prepare` (train.bin, val.bin, meta.json)")
+    out: str = flag_field("runs/default", "output directory: metrics.jsonl and checkpoints/")
+    seq_len: int = flag_field(256, "tokens per training window")
+    max_tokens: int | None = flag_field(None, "train until this many tokens were seen (overrides --max-steps)")
+    eval_batches: int = flag_field(20, "val batches (of --batch-size windows) per evaluation, per process")
     # ---- distributed ----
-    fsdp: bool = _field(False, "under torchrun: shard parameters with FSDP2 instead of replicating (DDP)")
+    fsdp: bool = flag_field(False, "under torchrun: shard parameters with FSDP2 instead of replicating (DDP)")
     # ---- curriculum learning (docs/training.md, "Curriculum learning") ----
-    curriculum: str = _field("none", "none = uniformly random windows; stages = unlock difficulty stages A-D "
-                                     "by a val metric (the Spike-Walze schedule); competence = sample from the "
-                                     "easiest c(t) share of windows (Platanios et al. 2019)", choices=CURRICULA)
-    curriculum_scorer: str = _field("stages", "window difficulty: stages (the seed's sentence-length stages), "
-                                              "length (words per sentence), compression (zlib ratio), "
-                                              "reference-loss (loss of --curriculum-reference)", choices=SCORERS)
-    curriculum_reference: str = _field("", "saved lmzoo model or run directory whose loss scores the windows "
-                                           "(for --curriculum-scorer reference-loss)")
-    curriculum_metric: str = _field("accuracy", "val metric that unlocks the next stage: accuracy (next-token, "
-                                                ">= threshold) or bpb (bits per byte, <= threshold)",
-                                    choices=CURRICULUM_METRICS)
-    curriculum_thresholds: tuple = _field((), "metric values that unlock stages B, C and D (default for accuracy: "
-                                              "the seed's 0.8 0.7 0.65; bpb needs them given)",
-                                          nargs=3, metavar=("B", "C", "D"))
-    curriculum_patience: int = _field(0, "enter the next stage after N steps in a stage without unlocking it; "
-                                         "0 = wait for the metric")
-    competence_start: float = _field(0.01, "c0: share of the easiest windows available at step 0")
-    competence_steps: int | None = _field(None, "steps until every window is available (default: the whole run)")
-    competence_shape: str = _field("sqrt", "competence growth: sqrt or linear", choices=COMPETENCE_SHAPES)
-    curriculum_lang: str = _field("de", "language of the sentence splitter (stages and length scorers)",
-                                  choices=LANGUAGES)
-    curriculum_max_windows: int = _field(200_000, "score (and train on) a seeded random subset of at most this "
-                                                  "many windows; 0 = all")
+    curriculum: str = flag_field("none", "none = uniformly random windows; stages = unlock difficulty stages A-D "
+                                         "by a val metric (the Spike-Walze schedule); competence = sample from the "
+                                         "easiest c(t) share of windows (Platanios et al. 2019)", choices=CURRICULA)
+    curriculum_scorer: str = flag_field("stages", "window difficulty: stages (the seed's sentence-length stages), "
+                                                  "length (words per sentence), compression (zlib ratio), "
+                                                  "reference-loss (loss of --curriculum-reference)", choices=SCORERS)
+    curriculum_reference: str = flag_field("", "saved lmzoo model or run directory whose loss scores the windows "
+                                               "(for --curriculum-scorer reference-loss)")
+    curriculum_metric: str = flag_field("accuracy", "val metric that unlocks the next stage: accuracy (next-token, "
+                                                    ">= threshold) or bpb (bits per byte, <= threshold)",
+                                        choices=CURRICULUM_METRICS)
+    curriculum_thresholds: tuple = flag_field((), "metric values that unlock stages B, C and D (default for accuracy: "
+                                                  "the seed's 0.8 0.7 0.65; bpb needs them given)",
+                                              nargs=3, metavar=("B", "C", "D"))
+    curriculum_patience: int = flag_field(0, "enter the next stage after N steps in a stage without unlocking it; "
+                                             "0 = wait for the metric")
+    competence_start: float = flag_field(0.01, "c0: share of the easiest windows available at step 0")
+    competence_steps: int | None = flag_field(None, "steps until every window is available (default: the whole run)")
+    competence_shape: str = flag_field("sqrt", "competence growth: sqrt or linear", choices=COMPETENCE_SHAPES)
+    curriculum_lang: str = flag_field("de", "language of the sentence splitter (stages and length scorers)",
+                                      choices=LANGUAGES)
+    curriculum_max_windows: int = flag_field(200_000, "score (and train on) a seeded random subset of at most this "
+                                                      "many windows; 0 = all")
 
     def __post_init__(self) -> None:
         super().__post_init__()

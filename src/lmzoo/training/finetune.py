@@ -41,7 +41,7 @@ from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
 from lmzoo.modeling import causal_lm_loss
 from lmzoo.training.checkpointing import load, resolve_model_dir
-from lmzoo.training.config import REQUIRED, LoopConfig, _field
+from lmzoo.training.config import REQUIRED, LoopConfig, flag_field
 from lmzoo.training.qa_eval import (
     DEFAULT_TEMPLATE,
     FINETUNE_REPORT,
@@ -72,35 +72,38 @@ class FinetuneConfig(LoopConfig):
     """Fine-tuning (`lmzoo finetune`): a saved model adapted to question-answer examples."""
 
     what = "fine-tuning"
-    base: str = _field(REQUIRED, "base model: a saved model, a training checkpoint or a training run directory",
-                       flag="base")
-    data: str = _field(REQUIRED, "JSONL, one {question, answer} (or {prompt, completion}, "
-                                 "{instruction, input?, output}) object per line")
-    out: str = _field(REQUIRED, "directory for the fine-tuned model and finetune.json")
-    run_dir: str = _field("", "directory for metrics.jsonl and checkpoints/ (default: OUT.run, beside OUT)")
-    method: str = _field("lora", "full: every weight; freeze: freeze the embeddings and the first "
-                                 "--freeze-layers blocks; lora: low-rank adapters merged at the end", choices=METHODS)
-    template: str = _field(DEFAULT_TEMPLATE, "prompt before each answer, with a {question} placeholder; \\n is a "
-                                             "newline; `lmzoo eval --qa` reuses it", type=unescape)
-    epochs: int = _field(3, "passes over the training examples")
-    val_fraction: float = _field(0.1, "share of the examples held out for the val loss (answer tokens only)")
-    max_length: int = _field(512, "skip examples longer than this many tokens")
-    freeze_layers: int | None = _field(None, "freeze: how many of the first blocks to freeze (default: half of them)")
-    lora_r: int = _field(8, "LoRA rank")
-    lora_alpha: float = _field(16.0, "LoRA alpha; the update is scaled by alpha/r")
-    lora_dropout: float = _field(0.0, "dropout on the LoRA input")
-    lora_targets: tuple = _field((), "comma-separated names of Linear layers to adapt (default: the "
-                                     "architecture's token-mixer input projections, its `lora_targets`)", type=_names)
+    base: str = flag_field(REQUIRED, "base model: a saved model, a training checkpoint or a training run directory",
+                           flag="base")
+    data: str = flag_field(REQUIRED, "JSONL, one {question, answer} (or {prompt, completion}, "
+                                     "{instruction, input?, output}) object per line")
+    out: str = flag_field(REQUIRED, "directory for the fine-tuned model and finetune.json")
+    run_dir: str = flag_field("", "directory for metrics.jsonl and checkpoints/ (default: OUT.run, beside OUT)")
+    method: str = flag_field("lora", "full: every weight; freeze: freeze the embeddings and the first "
+                                     "--freeze-layers blocks; lora: low-rank adapters merged at the end",
+                             choices=METHODS)
+    template: str = flag_field(DEFAULT_TEMPLATE, "prompt before each answer, with a {question} placeholder; \\n is a "
+                                                 "newline; `lmzoo eval --qa` reuses it", type=unescape)
+    epochs: int = flag_field(3, "passes over the training examples")
+    val_fraction: float = flag_field(0.1, "share of the examples held out for the val loss (answer tokens only)")
+    max_length: int = flag_field(512, "skip examples longer than this many tokens")
+    freeze_layers: int | None = flag_field(None, "freeze: how many of the first blocks to freeze "
+                                                 "(default: half of them)")
+    lora_r: int = flag_field(8, "LoRA rank")
+    lora_alpha: float = flag_field(16.0, "LoRA alpha; the update is scaled by alpha/r")
+    lora_dropout: float = flag_field(0.0, "dropout on the LoRA input")
+    lora_targets: tuple = flag_field((), "comma-separated names of Linear layers to adapt (default: the "
+                                         "architecture's token-mixer input projections, its `lora_targets`)",
+                                     type=_names)
     # ---- the loop's fields, with fine-tuning's defaults ----
-    batch_size: int = _field(8, "examples per micro-batch, per process")
-    max_steps: int | None = _field(None, "optimizer steps to train for (default: --epochs passes)")
-    lr: float | None = _field(None, "peak learning rate (default: " + ", ".join(
+    batch_size: int = flag_field(8, "examples per micro-batch, per process")
+    max_steps: int | None = flag_field(None, "optimizer steps to train for (default: --epochs passes)")
+    lr: float | None = flag_field(None, "peak learning rate (default: " + ", ".join(
         f"{method} {lr:g}" for method, lr in DEFAULT_LR.items()) + ")")
-    warmup_steps: int = _field(0, "steps of linear warmup from 0 to --lr")
-    weight_decay: float = _field(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)")
-    betas: tuple = _field((0.9, 0.999), "AdamW betas", nargs=2, metavar=("BETA1", "BETA2"))
-    eval_interval: int | None = _field(None, "evaluate on the held-out examples every N steps (default: at the "
-                                             "end of each epoch); 0 = only at the end")
+    warmup_steps: int = flag_field(0, "steps of linear warmup from 0 to --lr")
+    weight_decay: float = flag_field(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)")
+    betas: tuple = flag_field((0.9, 0.999), "AdamW betas", nargs=2, metavar=("BETA1", "BETA2"))
+    eval_interval: int | None = flag_field(None, "evaluate on the held-out examples every N steps (default: at the "
+                                                 "end of each epoch); 0 = only at the end")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -340,7 +343,8 @@ class QATask(Task):
     def _check_outputs(self) -> None:
         out, run_dir = self.out.resolve(), self.run_dir.resolve()
         if out == self.base_dir.resolve():
-            raise LmzooError(f"--out {self.cfg.out} is the base model's directory; write the fine-tuned model elsewhere")
+            raise LmzooError(f"--out {self.cfg.out} is the base model's directory; write the fine-tuned model "
+                             "elsewhere")
         if run_dir == out or out in run_dir.parents:
             raise LmzooError(f"--run-dir {self.run_dir} is inside --out {self.cfg.out}, which holds only the model; "
                              "put the run beside it")
