@@ -8,19 +8,20 @@ loading from here) does not pull in the trainer and its distributed machinery.
 """
 import importlib
 
+# Imported now, not on first use: `evaluate` is also the name of its submodule, and importing the
+# submodule (which any module may do first) binds the module to `lmzoo.training.evaluate`,
+# shadowing a lazily exported function. It is light (torch, and what `import lmzoo` loads anyway).
+from lmzoo.training.evaluate import evaluate
+
 _EXPORTS = {
     "latest_valid_checkpoint": "checkpointing", "list_checkpoints": "checkpointing", "load_checkpoint": "checkpointing",
     "TrainConfig": "config", "add_train_arguments": "config", "config_from_args": "config",
-    "evaluate": "evaluate", "run_training": "trainer",
+    "run_training": "trainer",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "evaluate"])
 
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'lmzoo.training' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"lmzoo.training.{_EXPORTS[name]}"), name)
-    # Bound here once imported. This also replaces the attribute the import of a same-named
-    # submodule (`evaluate`) just set, which `from lmzoo.training import evaluate` would return.
-    globals()[name] = value
-    return value
+    return getattr(importlib.import_module(f"lmzoo.training.{_EXPORTS[name]}"), name)
