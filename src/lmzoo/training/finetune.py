@@ -309,7 +309,7 @@ class QATask(Task):
     def __init__(self, cfg: FinetuneConfig, verbose: bool = True):
         self.cfg, self.verbose = cfg, verbose
         self.out = Path(cfg.out)
-        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else self.out.with_name(self.out.name + ".run")
+        self.run_dir = Path(cfg.run_dir or f"{self.out.resolve()}.run")
         self.outputs = (self.out, self.run_dir)
         self.history: list[dict] = []  # one entry per evaluation: the report's "epochs"
         self.started = time.perf_counter()
