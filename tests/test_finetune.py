@@ -1,6 +1,10 @@
 """Fine-tuning (full / freeze / LoRA) and Q&A evaluation, on tiny models of every architecture."""
+import argparse
 import json
+import signal
 import string
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +16,11 @@ from lmzoo.cli.main import main
 from lmzoo.errors import LmzooError
 from lmzoo.tokenizers.byte import ByteTokenizer
 from lmzoo.training import qa_eval
+from lmzoo.training.checkpointing import list_checkpoints, load_checkpoint, step_of
+from lmzoo.training.config import add_config_arguments, config_from_args
 from lmzoo.training.finetune import (
     FinetuneConfig,
+    QATask,
     add_lora,
     build_example,
     collate,
@@ -260,6 +267,138 @@ def test_out_must_not_be_the_base(bases, qa_file):
                                 out=str(bases / "transformer")), verbose=False)
 
 
+# ---- one loop: resume, checkpoints, metrics --------------------------------------------------
+class Killed(Exception):
+    """Stands in for a crash: the run ends between two checkpoints."""
+
+
+def interrupt_at(monkeypatch, step: int, how: str) -> None:
+    """Make the run crash (`kill`) or get Ctrl-C (`sigint`) while drawing the batch of `step` (0-based)."""
+    draw = QATask.batch
+
+    def batch(self, at, env):
+        if at == step:
+            if how == "kill":
+                raise Killed
+            signal.raise_signal(signal.SIGINT)  # the trainer finishes the step, checkpoints and stops
+        return draw(self, at, env)
+    monkeypatch.setattr(QATask, "batch", batch)
+
+
+def resume_args(base, data, out, method):
+    # 6 train examples, 2 per step (1 per micro-batch): 3 steps per epoch, 9 in all; LoRA with
+    # dropout, so the resumed run also needs the restored random state.
+    return [str(base), "--data", str(data), "--out", str(out), "--method", method, "--template", TEMPLATE,
+            "--epochs", "3", "--batch-size", "1", "--grad-accum", "2", "--val-fraction", "0.25", "--lr", "3e-3",
+            "--lora-dropout", "0.1", "--checkpoint-interval", "2", "--keep-last", "2", "--threads", "1"]
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_killed_and_stopped_finetune_resumes_to_the_same_weights(method, bases, qa_file, tmp_path, monkeypatch):
+    args = resume_args(bases / "spike-walze", qa_file, tmp_path / "reference", method)
+    reference = finetune(config_from_args(parse_finetune(args), FinetuneConfig), verbose=False)
+
+    out = tmp_path / "ft"
+    args = resume_args(bases / "spike-walze", qa_file, out, method)
+    with monkeypatch.context() as patch:  # crash in step 4: the checkpoint of step 2 survives
+        interrupt_at(patch, 3, "kill")
+        with pytest.raises(Killed):
+            main(["finetune", *args])
+    assert [step_of(p) for p in list_checkpoints(tmp_path / "ft.run" / "checkpoints")] == [2]
+    with monkeypatch.context() as patch:  # Ctrl-C in step 7: the run saves step 7 and exits 130
+        interrupt_at(patch, 6, "sigint")
+        assert main(["finetune", *args]) == 130
+    assert not out.exists()  # nothing in --out until the run is complete
+    checkpoint = load_checkpoint(list_checkpoints(tmp_path / "ft.run" / "checkpoints")[-1])
+    assert checkpoint.step == 7 and checkpoint.trainer_state["task"] == "finetune"
+    if method == "lora":  # the adapters stay unmerged in a checkpoint, so that it resumes exactly
+        assert any(".lora_A." in k for k in checkpoint.model_state)
+    report = finetune(config_from_args(parse_finetune(args), FinetuneConfig), verbose=False)
+
+    assert report["steps"] == reference["steps"] == 9
+    assert report["epochs"] == reference["epochs"]  # the losses of every evaluation, bit for bit
+    expected, resumed = lmzoo.load(tmp_path / "reference").state_dict(), lmzoo.load(out).state_dict()
+    assert expected.keys() == resumed.keys()
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    again = finetune(config_from_args(parse_finetune(args), FinetuneConfig), verbose=False)  # a finished run
+    assert again["epochs"] == reference["epochs"] and lmzoo.load(out).state_dict().keys() == expected.keys()
+    if method == "lora":
+        with pytest.raises(LmzooError, match="does not match architecture"):
+            lmzoo.load(tmp_path / "ft.run")  # its newest checkpoint, adapters unmerged
+
+
+def parse_finetune(argv):
+    return add_config_arguments(argparse.ArgumentParser(), FinetuneConfig).parse_args(argv)
+
+
+def test_finetune_writes_metrics_and_checkpoints(bases, qa_file, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    in_train_mode, draw = [], QATask.batch  # the base model is loaded in eval mode; every step must train
+    monkeypatch.setattr(QATask, "batch", lambda self, step, env: (
+        in_train_mode.append(all(m.training for m in self.adapted.modules())), draw(self, step, env))[1])
+    report = finetune(FinetuneConfig(base=str(bases / "transformer"), data=str(qa_file), out=str(tmp_path / "ft"),
+                                     run_dir=str(run_dir), method="full", template=TEMPLATE, epochs=2, batch_size=2,
+                                     val_fraction=0.25, log_interval=2, checkpoint_interval=2, keep_last=0),
+                      verbose=False)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["type"] == "train"]
+    evals = [r for r in rows if r["type"] == "eval"]
+    assert [r["step"] for r in train] == [2, 4, 6] and [r["epoch"] for r in train] == [1, 2, 2]
+    assert all(r["loss"] > 0 and r["tokens"] > 0 and r["lr"] > 0 for r in train)
+    assert [r["step"] for r in evals] == [0, 3, 6]  # before training and at each epoch's end
+    assert "train_loss" not in evals[0] and all(r["val_loss"] > 0 and r["train_loss"] > 0 for r in evals[1:])
+    assert [(e["step"], e["val_loss"]) for e in report["epochs"]] == [(r["step"], r["val_loss"]) for r in evals]
+    assert [step_of(p) for p in list_checkpoints(run_dir / "checkpoints")] == [2, 4, 6]
+    assert in_train_mode == [True] * 6
+
+
+def test_two_processes_finetune_like_one(bases, qa_file, tmp_path):
+    """torchrun (DDP, gloo): each rank takes half of a step's examples, as one process accumulating two."""
+    args = [str(bases / "transformer"), "--data", str(qa_file), "--method", "lora", "--template", TEMPLATE,
+            "--epochs", "2", "--batch-size", "1", "--val-fraction", "0.25", "--lr", "3e-3", "--threads", "1",
+            "--device", "cpu"]
+    one = finetune(config_from_args(parse_finetune([*args, "--out", str(tmp_path / "one"), "--grad-accum", "2"]),
+                                    FinetuneConfig), verbose=False)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "lmzoo.cli.main", "finetune", *args, "--out", str(tmp_path / "two")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "finetune.json").read_text())
+    assert two["steps"] == one["steps"] == 6
+    assert [e["val_loss"] for e in two["epochs"]] == pytest.approx([e["val_loss"] for e in one["epochs"]], abs=1e-5)
+    expected, got = lmzoo.load(tmp_path / "one").state_dict(), lmzoo.load(tmp_path / "two").state_dict()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
+
+
+def test_finetune_refuses_a_pretraining_run_dir(bases, qa_file, tmp_path):
+    foreign = tmp_path / "pretrain" / "checkpoints" / "step-0000010"
+    foreign.mkdir(parents=True)
+    (foreign / "trainer_state.json").write_text(json.dumps({"step": 10, "tokens_seen": 640}))
+    cfg = FinetuneConfig(base=str(bases / "transformer"), data=str(qa_file), out=str(tmp_path / "ft"),
+                         run_dir=str(tmp_path / "pretrain"), resume="none")
+    with pytest.raises(LmzooError, match="holds checkpoints of a `lmzoo train` run"):
+        finetune(cfg, verbose=False)
+    assert foreign.is_dir() and not (tmp_path / "ft").exists()
+
+
+def test_finetune_flags_come_from_the_config(tmp_path):
+    parser = add_config_arguments(argparse.ArgumentParser(), FinetuneConfig)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert all(helps.get(name) for name in FinetuneConfig.field_names())
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text("data: qa.jsonl\nout: ft\nmethod: full\nlora_targets: [q, kv]\nlr: 5e-4\n")
+    cfg = config_from_args(parser.parse_args(["base", "--config", str(recipe), "--template", "{question}\\n=",
+                                              "--lora-targets", "qkv, out", "--grad-accum", "2"]), FinetuneConfig)
+    assert (cfg.base, cfg.data, cfg.method, cfg.lr, cfg.grad_accum) == ("base", "qa.jsonl", "full", 5e-4, 2)
+    assert cfg.template == "{question}\n=" and cfg.lora_targets == ("qkv", "out")
+    assert FinetuneConfig(base="b", data="d", out="o", method="lora").lr == 1e-3  # the method's default
+    with pytest.raises(LmzooError, match="missing --data, --out"):
+        config_from_args(parser.parse_args(["base"]), FinetuneConfig)
+    with pytest.raises(LmzooError, match="unknown fine-tuning key"):
+        FinetuneConfig.from_dict({"base": "b", "data": "d", "out": "o", "learning_rate": 1.0})
+
+
 # ---- Q&A evaluation ------------------------------------------------------------------------------
 def test_answer_normalisation_and_matches():
     assert normalize_answer("  The  Eiffel-Tower!! ") == "the eiffel tower"
@@ -290,8 +429,9 @@ def test_cli_finetune_and_eval(bases, qa_file, tmp_path, capsys):
     out = tmp_path / "ft"
     assert main(["--threads", "1", "finetune", str(bases / "spike-walze"), "--data", str(qa_file), "--out", str(out),
                  "--method", "lora", "--epochs", "1", "--template", "{question}\\n=", "--lora-r", "4"]) == 0
-    printed = capsys.readouterr().out
-    report = json.loads(printed[:printed.rindex("}") + 1])
+    printed = capsys.readouterr().out  # the trainer's log lines, then the report
+    assert "step 1/1 | loss" in printed and "step 1/1 | val loss" in printed
+    report = json.loads(printed[printed.index("{"):printed.rindex("}") + 1])
     assert report["method"] == "lora" and 0 < report["trainable_ratio"] < 1
     assert json.loads((out / "finetune.json").read_text())["template"] == "{question}\n="
     items = tmp_path / "items.jsonl"

@@ -10,13 +10,12 @@ import torch
 
 import lmzoo
 from lmzoo.devices import resolve_device
-from lmzoo.training.checkpointing import resolve_model_dir
-from lmzoo.cli.finetune_commands import unescape
-from lmzoo.devices import resolve_device
 from lmzoo.errors import LmzooError
 from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
 from lmzoo.paths import check_output_file
+from lmzoo.training.checkpointing import resolve_model_dir
+from lmzoo.training.qa_eval import unescape
 
 # `info` measures FLOPs with a real forward and backward pass at --seq-len.
 MAX_INFO_SEQ_LEN = 1 << 16

@@ -15,29 +15,33 @@ Methods:
           are merged into the weights, so the output is an ordinary checkpoint `lmzoo.load` opens
           without peft.
 
-The output directory holds the model (`save_pretrained`, with the base model's tokenizer) and
-`finetune.json`: the method, parameter counts, per-epoch losses, the template and the run time.
+The run is the trainer's (`trainer.py`) with `QATask` as its task: the same step, console
+output, metrics.jsonl and checkpoints, in the run directory (default `OUT.run`), and a killed
+run resumes where its last checkpoint left off. A LoRA run's checkpoints hold the model with its
+adapters unmerged (`...qkv.base_layer.weight`, `...qkv.lora_A.default.weight`), which is what
+resuming needs. At the end OUT gets the model (`save_pretrained`, with the base model's
+tokenizer) and `finetune.json`: the method, parameter counts, the loss before training and at
+each evaluation, the template and the run time.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from lmzoo.devices import resolve_device
+from lmzoo.checkpoint import check_model_output
+from lmzoo.devices import autocast
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
-from lmzoo.locking import output_lock
 from lmzoo.modeling import causal_lm_loss
-from lmzoo.training.optim import CosineSchedule, build_optimizer, set_lr
+from lmzoo.training.checkpointing import load, resolve_model_dir
+from lmzoo.training.config import REQUIRED, LoopConfig, flag_field
 from lmzoo.training.qa_eval import (
     DEFAULT_TEMPLATE,
     FINETUNE_REPORT,
@@ -45,71 +49,81 @@ from lmzoo.training.qa_eval import (
     check_template,
     format_prompt,
     read_qa_jsonl,
+    unescape,
 )
+from lmzoo.training.tasks import Task
+from lmzoo.training.trainer import run_training
 
 METHODS = ("full", "freeze", "lora")
-DTYPES = ("auto", "fp32", "bf16")
 DEFAULT_LR = {"full": 1e-4, "freeze": 1e-4, "lora": 1e-3}
+# Fields whose change makes a resumed fine-tune diverge from the run it continues (the learning
+# rate is compared through the schedule).
+TRAJECTORY_FIELDS = ("base", "data", "method", "template", "val_fraction", "max_length", "batch_size",
+                     "grad_accum", "seed", "weight_decay", "betas", "grad_clip", "dtype", "freeze_layers",
+                     "lora_r", "lora_alpha", "lora_dropout", "lora_targets")
 
 
-@dataclass
-class FinetuneConfig:
-    base: str                              # saved model, checkpoint or training run directory
-    data: str                              # Q&A JSONL (see qa_eval.py for the accepted shapes)
-    out: str                               # output model directory
-    method: str = "lora"
-    template: str = DEFAULT_TEMPLATE
-    epochs: int = 3
-    max_steps: int | None = None           # overrides epochs when set
-    batch_size: int = 8
-    lr: float | None = None                # None: DEFAULT_LR[method]
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    val_fraction: float = 0.1
-    max_length: int = 512                  # longer examples (prompt + answer + eos) are skipped
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    freeze_layers: int | None = None       # freeze: None = half of the blocks
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: tuple = field(default_factory=tuple)  # empty: the architecture's `lora_targets`
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+@dataclass(kw_only=True)
+class FinetuneConfig(LoopConfig):
+    """Fine-tuning (`lmzoo finetune`): a saved model adapted to question-answer examples."""
+
+    what = "fine-tuning"
+    base: str = flag_field(REQUIRED, "base model: a saved model, a training checkpoint or a training run directory",
+                           flag="base")
+    data: str = flag_field(REQUIRED, "JSONL, one {question, answer} (or {prompt, completion}, "
+                                     "{instruction, input?, output}) object per line")
+    out: str = flag_field(REQUIRED, "directory for the fine-tuned model and finetune.json")
+    run_dir: str = flag_field("", "directory for metrics.jsonl and checkpoints/ (default: OUT.run, beside OUT)")
+    method: str = flag_field("lora", "full: every weight; freeze: freeze the embeddings and the first "
+                                     "--freeze-layers blocks; lora: low-rank adapters merged at the end",
+                             choices=METHODS)
+    template: str = flag_field(DEFAULT_TEMPLATE, "prompt before each answer, with a {question} placeholder; \\n is a "
+                                                 "newline; `lmzoo eval --qa` reuses it", type=unescape)
+    epochs: int = flag_field(3, "passes over the training examples")
+    val_fraction: float = flag_field(0.1, "share of the examples held out for the val loss (answer tokens only)")
+    max_length: int = flag_field(512, "skip examples longer than this many tokens")
+    freeze_layers: int | None = flag_field(None, "freeze: how many of the first blocks to freeze "
+                                                 "(default: half of them)")
+    lora_r: int = flag_field(8, "LoRA rank")
+    lora_alpha: float = flag_field(16.0, "LoRA alpha; the update is scaled by alpha/r")
+    lora_dropout: float = flag_field(0.0, "dropout on the LoRA input")
+    lora_targets: tuple = flag_field((), "comma-separated names of Linear layers to adapt (default: the "
+                                         "architecture's token-mixer input projections, its `lora_targets`)",
+                                     type=_names)
+    # ---- the loop's fields, with fine-tuning's defaults ----
+    batch_size: int = flag_field(8, "examples per micro-batch, per process")
+    max_steps: int | None = flag_field(None, "optimizer steps to train for (default: --epochs passes)")
+    lr: float | None = flag_field(None, "peak learning rate (default: " + ", ".join(
+        f"{method} {lr:g}" for method, lr in DEFAULT_LR.items()) + ")")
+    warmup_steps: int = flag_field(0, "steps of linear warmup from 0 to --lr")
+    weight_decay: float = flag_field(0.0, "AdamW weight decay (not applied to norms, biases, embeddings)")
+    betas: tuple = flag_field((0.9, 0.999), "AdamW betas", nargs=2, metavar=("BETA1", "BETA2"))
+    eval_interval: int | None = flag_field(None, "evaluate on the held-out examples every N steps (default: at the "
+                                                 "end of each epoch); 0 = only at the end")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.method not in METHODS:
             raise LmzooError(f"unknown fine-tuning method '{self.method}'; choose one of: {', '.join(METHODS)}")
-        if self.dtype not in DTYPES:
-            raise LmzooError(f"unknown dtype '{self.dtype}'; choose one of: {', '.join(DTYPES)}")
         check_template(self.template)
-        for name in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction", "lora_alpha", "lora_dropout"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise LmzooError(f"{name} must be a finite number, got {value}")
-        if self.lora_alpha <= 0 or not 0 <= self.seed < 2**63 or (self.freeze_layers or 0) < 0 \
-                or (self.threads or 1) < 1:
-            raise LmzooError("lora_alpha must be > 0, seed in [0, 2**63), freeze_layers >= 0 and threads >= 1; got "
-                             f"{self.lora_alpha}, {self.seed}, {self.freeze_layers} and {self.threads}")
-        for name in ("epochs", "batch_size", "max_length", "lora_r"):
+        for name in ("epochs", "max_length", "lora_r"):
             if getattr(self, name) < 1:
                 raise LmzooError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise LmzooError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise LmzooError("warmup_steps, grad_clip and weight_decay must be >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
             raise LmzooError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise LmzooError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise LmzooError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora_alpha <= 0 or (self.freeze_layers or 0) < 0:
+            raise LmzooError(f"lora_alpha must be > 0 and freeze_layers >= 0; got {self.lora_alpha} and "
+                             f"{self.freeze_layers}")
+        if self.lora_targets and self.method != "lora":
+            raise LmzooError(f"--lora-targets needs --method lora, got --method {self.method}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.method]
-        if self.lr <= 0:
-            raise LmzooError(f"lr must be > 0, got {self.lr}")
         self.lora_targets = tuple(self.lora_targets)
 
 
@@ -159,9 +173,11 @@ def collate(items: list[tuple[list[int], list[int]]], pad_id: int, device=None):
     return ids.to(device), labels.to(device)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, multiple: int = 1) -> list[list[int]]:
     """Length-bucketed batches of indices: shuffle, sort within pools of 16 batches (little
-    padding), then shuffle the batch order. A pure function of (seed, epoch)."""
+    padding), then shuffle the batch order. A pure function of (seed, epoch). A short batch is
+    filled up to a multiple of `multiple` rows with its own examples again, so that it splits
+    evenly into processes and micro-batches."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -170,6 +186,7 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) ->
     for begin in range(0, len(order), pool):
         chunk = sorted(order[begin:begin + pool], key=lambda i: lengths[i])
         batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [[b[i % len(b)] for i in range(-(-len(b) // multiple) * multiple)] for b in batches]
     rng.shuffle(batches)
     return batches
 
@@ -234,36 +251,46 @@ def merge_lora(peft_model: nn.Module) -> nn.Module:
     return model
 
 
-# ---- the loop ----------------------------------------------------------------------------------
-def _autocast(dtype: str, device: torch.device):
-    if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
-def answer_loss(model: nn.Module, data, batch_size: int, pad_id: int, device, autocast_dtype: str = "fp32"):
-    """Mean cross-entropy over answer tokens (no auxiliary loss); None without data."""
-    if not data:
+def answer_loss(model: nn.Module, examples: list, batch_size: int, pad_id: int, device: torch.device,
+                autocast_dtype: torch.dtype | None = None) -> float | None:
+    """Mean cross-entropy over the answer tokens of encoded `examples` (no auxiliary loss); None
+    without examples. Sums stay on the device until the end."""
+    if not examples:
         return None
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss x answer tokens, answer tokens
     try:
-        for begin in range(0, len(data), batch_size):
-            ids, labels = collate(data[begin:begin + batch_size], pad_id, device)
-            with _autocast(autocast_dtype, device):
+        for begin in range(0, len(examples), batch_size):
+            ids, labels = collate(examples[begin:begin + batch_size], pad_id, device)
+            with autocast(autocast_dtype, device):
                 logits = model(ids).logits
-            n = int((labels[:, 1:] != -100).sum())
-            total += float(causal_lm_loss(logits, labels)) * n
-            count += n
+            answer_tokens = (labels[:, 1:] != -100).sum()
+            sums[0] += causal_lm_loss(logits, labels).double() * answer_tokens
+            sums[1] += answer_tokens
     finally:
         model.train(was_training)
+    total, count = sums.tolist()
     return total / max(count, 1)
 
 
-def _prepare(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, dict]:
-    """Apply the method; return the model to train and what to report about it."""
+# ---- the task ----------------------------------------------------------------------------------
+def _load_base(base_dir: Path) -> nn.Module:
+    model = load(base_dir)
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise LmzooError(f"'{base_dir}' has no tokenizer.json; fine-tuning needs the base model's tokenizer")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise LmzooError(f"the tokenizer's vocabulary ({tokenizer.vocab_size}) exceeds the model's "
+                         f"({model.config.vocab_size}); the tokenizer does not belong to this model")
+    model.check_inputs = False  # ids come from the model's own tokenizer (checked above)
+    return model
+
+
+def _apply_method(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, dict]:
+    """Apply the method; return the model as adapted (LoRA: the peft wrapper around `model`, whose
+    layers it replaced in place) and what to report about it."""
     if cfg.method == "full":
         return model, {}
     if cfg.method == "freeze":
@@ -276,114 +303,136 @@ def _prepare(model: nn.Module, cfg: FinetuneConfig) -> tuple[nn.Module, dict]:
                      "lora_dropout": cfg.lora_dropout}
 
 
-def _log(message: str, verbose: bool) -> None:
-    if verbose:
-        print(message, file=sys.stderr, flush=True)
+class QATask(Task):
+    """`lmzoo finetune`'s part of the run: the base model with the method applied, padded Q&A
+    examples (a pure function of seed and step), the answer loss on the held-out examples."""
+
+    kind = "finetune"
+    eval_at_start = True  # the report's loss before training
+
+    def __init__(self, cfg: FinetuneConfig, verbose: bool = True):
+        self.cfg, self.verbose = cfg, verbose
+        self.out = Path(cfg.out)
+        self.run_dir = Path(cfg.run_dir or f"{self.out.resolve()}.run")
+        self.outputs = (self.out, self.run_dir)
+        self.history: list[dict] = []  # one entry per evaluation: the report's "epochs"
+        self.started = time.perf_counter()
+        self._planned_epoch, self._plan = None, []
+
+    def prepare(self, env, autocast_dtype):
+        cfg = self.cfg
+        self.base_dir = resolve_model_dir(cfg.base)
+        self._check_outputs()
+        model = _load_base(self.base_dir)
+        self.tokenizer, self.pad_id = model.tokenizer, model.tokenizer.eos_id
+        train, val = split_examples(read_qa_jsonl(cfg.data), cfg.val_fraction, cfg.seed)
+        self.train, skipped_train = encode_examples(train, self.tokenizer, cfg.template, cfg.max_length)
+        self.val, skipped_val = encode_examples(val, self.tokenizer, cfg.template, cfg.max_length)
+        self.skipped = skipped_train + skipped_val
+        if not self.train:
+            raise LmzooError(f"every training example is longer than --max-length {cfg.max_length} tokens; raise it")
+        self.lengths = [len(ids) for ids, _ in self.train]
+        self.adapted, self.method_info = _apply_method(model, cfg)
+        self.trainable, self.total = count_parameters(self.adapted)
+        if self.verbose and env.is_main:
+            print(f"{cfg.method}: {self.trainable:,} of {self.total:,} parameters trainable "
+                  f"({100 * self.trainable / self.total:.3f}%); {len(self.train)} train / {len(self.val)} val "
+                  "examples", file=sys.stderr, flush=True)
+        self.splits = env.world_size * cfg.grad_accum  # a step's examples: per process, per micro-batch
+        self.steps_per_epoch = math.ceil(len(self.train) / (cfg.batch_size * self.splits))
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.eval_interval = self.steps_per_epoch if cfg.eval_interval is None else cfg.eval_interval
+        return model
+
+    def _check_outputs(self) -> None:
+        out, run_dir = self.out.resolve(), self.run_dir.resolve()
+        if out == self.base_dir.resolve():
+            raise LmzooError(f"--out {self.cfg.out} is the base model's directory; write the fine-tuned model "
+                             "elsewhere")
+        if run_dir == out or out in run_dir.parents:
+            raise LmzooError(f"--run-dir {self.run_dir} is inside --out {self.cfg.out}, which holds only the model; "
+                             "put the run beside it")
+        if run_dir in self.base_dir.resolve().parents:
+            raise LmzooError(f"--run-dir {self.run_dir} holds the base model; give the fine-tuning run its own")
+        check_model_output(self.out)  # now, not after training: --out may only replace a saved model
+
+    def batch(self, step, env):
+        epoch, index = divmod(step, self.steps_per_epoch)
+        if epoch != self._planned_epoch:
+            self._plan = epoch_batches(self.lengths, self.cfg.batch_size * self.splits, self.cfg.seed, epoch,
+                                       multiple=self.splits)
+            self._planned_epoch = epoch
+        examples = self._plan[index]
+        share = len(examples) // env.world_size
+        mine = examples[env.rank * share:(env.rank + 1) * share]
+        size = len(mine) // self.cfg.grad_accum
+        micro_batches = [collate([self.train[i] for i in mine[begin:begin + size]], self.pad_id, env.device)
+                         for begin in range(0, len(mine), size)]
+        return micro_batches, sum(self.lengths[i] for i in examples)
+
+    def evaluate(self, model, step, env, autocast_dtype):
+        if not self.val:
+            return {}
+        return {"val_loss": answer_loss(model, self.val, self.cfg.batch_size, self.pad_id, env.device,
+                                        autocast_dtype)}
+
+    def after_eval(self, step, row):
+        entry = {"epoch": math.ceil(step / self.steps_per_epoch), "step": step}
+        if "train_loss" in row:
+            entry["train_loss"] = row["train_loss"]
+        self.history.append({**entry, "val_loss": row.get("val_loss")})
+
+    def row(self, step):
+        return {"epoch": step // self.steps_per_epoch + 1}
+
+    def trajectory_fields(self, saved):
+        return TRAJECTORY_FIELDS
+
+    def state_dict(self):
+        return {"history": self.history}
+
+    def load_state_dict(self, trainer_state, step):
+        self.history = list(trainer_state.get("history", []))
+
+    def finish(self, model, env, summary):
+        """Save the plain model and finetune.json (rank 0, once the run is complete)."""
+        if summary["status"] != "completed" or not env.is_main:
+            return summary
+        model, merge_diff = self._merged(model)
+        model.requires_grad_(True)
+        model.check_inputs = True
+        model.cpu().save_pretrained(self.out, self.tokenizer)
+        cfg, history = self.cfg, self.history
+        report = {
+            "status": "completed", "method": cfg.method, "base": str(self.base_dir), "data": str(cfg.data),
+            "template": cfg.template, "trainable_params": self.trainable, "total_params": self.total,
+            "trainable_ratio": self.trainable / self.total, **self.method_info,
+            "examples": {"train": len(self.train), "val": len(self.val), "skipped_too_long": self.skipped},
+            "steps": summary["step"], "epochs": history,
+            "train_loss": history[-1].get("train_loss"), "val_loss": history[-1]["val_loss"],
+            "initial_val_loss": history[0]["val_loss"], "merge_max_abs_diff": merge_diff,
+            "elapsed_s": time.perf_counter() - self.started, "config": cfg.to_dict(), "out": str(cfg.out),
+            "run_dir": str(self.run_dir),
+        }
+        write_json_atomic(self.out / FINETUNE_REPORT, report)
+        return report
+
+    def _merged(self, model: nn.Module) -> tuple[nn.Module, float | None]:
+        """The model to save: for LoRA the adapters folded into the weights, and the largest
+        change that made to the logits of a batch."""
+        model.eval()
+        if self.cfg.method != "lora":
+            return model, None
+        probe, _ = collate((self.val or self.train)[:self.cfg.batch_size], self.pad_id,
+                           next(model.parameters()).device)
+        with torch.no_grad():
+            before = self.adapted(probe).logits.float()
+            model = merge_lora(self.adapted)
+            return model, float((model(probe).logits.float() - before).abs().max())
 
 
 def finetune(cfg: FinetuneConfig, verbose: bool = True) -> dict:
-    """Fine-tune `cfg.base` on `cfg.data`, save a plain model to `cfg.out`, return the report."""
-    with output_lock(cfg.out):
-        return _finetune(cfg, verbose)
-
-
-def _finetune(cfg: FinetuneConfig, verbose: bool) -> dict:
-    import lmzoo
-    from lmzoo.checkpoint import check_model_output
-    from lmzoo.training.checkpointing import resolve_model_dir
-
-    started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    base_dir = resolve_model_dir(cfg.base)
-    if Path(cfg.out).resolve() == base_dir.resolve():
-        raise LmzooError(f"--out {cfg.out} is the base model's directory; write the fine-tuned model elsewhere")
-    check_model_output(cfg.out)  # now, not after training: --out may only replace a saved model
-    torch.manual_seed(cfg.seed)
-    model = lmzoo.load(base_dir)
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        raise LmzooError(f"'{base_dir}' has no tokenizer.json; fine-tuning needs the base model's tokenizer")
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise LmzooError(f"the tokenizer's vocabulary ({tokenizer.vocab_size}) exceeds the model's "
-                         f"({model.config.vocab_size}); the tokenizer does not belong to this model")
-    model.check_inputs = False  # ids come from the model's own tokenizer (checked above)
-
-    train_ex, val_ex = split_examples(read_qa_jsonl(cfg.data), cfg.val_fraction, cfg.seed)
-    train, skipped_train = encode_examples(train_ex, tokenizer, cfg.template, cfg.max_length)
-    val, skipped_val = encode_examples(val_ex, tokenizer, cfg.template, cfg.max_length)
-    if not train:
-        raise LmzooError(f"every training example is longer than --max-length {cfg.max_length} tokens; raise it")
-
-    model.to(device)
-    trained, method_info = _prepare(model, cfg)
-    trainable, total = count_parameters(trained)
-    _log(f"{cfg.method}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.3f}%); "
-         f"{len(train)} train / {len(val)} val examples", verbose)
-    optimizer = build_optimizer(trained, cfg.lr, cfg.weight_decay, (0.9, 0.999))
-    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = cfg.max_steps or cfg.epochs * batches_per_epoch
-    schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
-    params = [p for p in trained.parameters() if p.requires_grad]
-    pad_id = tokenizer.eos_id
-
-    def val_loss():
-        return answer_loss(trained, val, cfg.batch_size, pad_id, device, cfg.dtype)
-
-    history = [{"epoch": 0, "step": 0, "val_loss": val_loss()}]
-    step, epoch = 0, 0
-    trained.train()
-    while step < total_steps:
-        losses = []
-        for batch in epoch_batches([len(x) for x, _ in train], cfg.batch_size, cfg.seed, epoch):
-            if step == total_steps:
-                break
-            ids, labels = collate([train[i] for i in batch], pad_id, device)
-            set_lr(optimizer, schedule(step))
-            with _autocast(cfg.dtype, device):
-                loss = trained(ids, labels=labels).loss
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            if not math.isfinite(losses[-1]):
-                raise LmzooError(f"non-finite loss at step {step + 1}; lower --lr or --grad-clip")
-            step += 1
-        epoch += 1
-        row = {"epoch": epoch, "step": step, "train_loss": sum(losses) / len(losses), "val_loss": val_loss()}
-        history.append(row)
-        val_text = "" if row["val_loss"] is None else f" | val loss {row['val_loss']:.4f}"
-        _log(f"epoch {epoch} | step {step}/{total_steps} | train loss {row['train_loss']:.4f}{val_text}", verbose)
-    trained.eval()
-
-    merge_diff = None
-    if cfg.method == "lora":
-        probe, _ = collate((val or train)[:cfg.batch_size], pad_id, device)
-        with torch.no_grad():
-            before = trained(probe).logits.float()
-            model = merge_lora(trained)
-            merge_diff = float((model(probe).logits.float() - before).abs().max())
-    model.requires_grad_(True)
-    model.check_inputs = True
-    model.cpu().save_pretrained(cfg.out, tokenizer)
-    report = {
-        "method": cfg.method, "base": str(base_dir), "data": str(cfg.data), "template": cfg.template,
-        "trainable_params": trainable, "total_params": total, "trainable_ratio": trainable / total,
-        **method_info,
-        "examples": {"train": len(train), "val": len(val), "skipped_too_long": skipped_train + skipped_val},
-        "steps": step, "epochs": history,
-        "train_loss": history[-1].get("train_loss"), "val_loss": history[-1]["val_loss"],
-        "initial_val_loss": history[0]["val_loss"], "merge_max_abs_diff": merge_diff,
-        "elapsed_s": time.perf_counter() - started, "config": _config_dict(cfg), "out": str(cfg.out),
-    }
-    write_json_atomic(Path(cfg.out) / FINETUNE_REPORT, report)
-    return report
-
-
-def _config_dict(cfg: FinetuneConfig) -> dict:
-    data = dataclasses.asdict(cfg)
-    data["lora_targets"] = list(cfg.lora_targets)
-    return data
+    """Fine-tune `cfg.base` on `cfg.data` (resuming the run's newest checkpoint, if any) and save
+    a plain model and finetune.json to `cfg.out`; return the report, or the trainer's summary
+    when the run was stopped early."""
+    return run_training(cfg, QATask(cfg, verbose), verbose)

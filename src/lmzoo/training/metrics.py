@@ -53,6 +53,17 @@ class StepMeter:
         self.reset()
         return result
 
+    def state_dict(self) -> dict[str, float]:
+        """The loss sums over all ranks (a collective), for a checkpoint."""
+        loss_sum, applied = all_reduce_sum(torch.stack([self.loss_sum, self.applied])).tolist()
+        return {"loss_sum": loss_sum, "applied": applied}
+
+    def load_state_dict(self, state: dict[str, float] | None) -> None:
+        """Carry on from `state_dict()`'s sums (on one rank: they already hold every rank's)."""
+        if state:
+            self.loss_sum.fill_(state["loss_sum"])
+            self.applied.fill_(state["applied"])
+
 
 class MetricsLogger:
     """Appends one JSON object per line to OUT/metrics.jsonl (flushed per row, so a killed run
@@ -92,13 +103,17 @@ class MetricsLogger:
             self.tb.close()
 
 
+# What an eval line shows, of the fields a task's evaluation gives (and the trainer's train loss).
+_EVAL_FIELDS = (("val_loss", "val loss", ".4f"), ("val_bpb", "val bpb", ".4f"), ("val_ppl", "val ppl", ".2f"),
+                ("val_accuracy", "val acc", ".4f"), ("train_loss", "train loss", ".4f"))
+
+
 def format_row(row: dict[str, Any], total_steps: int) -> str:
     """One console line for a train, eval or curriculum row."""
     head = f"step {row['step']}/{total_steps}"
     if row["type"] == "eval":
-        accuracy = f" | val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
-        return (f"{head} | val loss {row['val_loss']:.4f} | val bpb {row['val_bpb']:.4f} | "
-                f"val ppl {row['val_ppl']:.2f}{accuracy}")
+        shown = [f"{label} {row[key]:{spec}}" for key, label, spec in _EVAL_FIELDS if row.get(key) is not None]
+        return " | ".join([head, *shown])
     if row["type"] == "curriculum":
         return f"{head} | curriculum: {row['event']}"
     loss = "n/a" if row["loss"] is None else f"{row['loss']:.4f}"

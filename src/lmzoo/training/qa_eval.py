@@ -36,6 +36,11 @@ class QAExample:
     answer: str
 
 
+def unescape(text: str) -> str:
+    r"""Turn a typed `\n` / `\t` into the character: shells pass them literally (`'Q: {question}\nA: '`)."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def check_template(template: str) -> str:
     if "{question}" not in template:
         raise LmzooError(f"the prompt template {template!r} has no {{question}} placeholder; "

@@ -1,9 +1,11 @@
-"""The training loop: `run_training(TrainConfig) -> summary dict`.
+"""The training loop: `run_training(cfg, task) -> result`, for pre-training and fine-tuning alike.
 
-One optimizer step = `grad_accum` micro-batches of `batch_size` windows on each of
-`world_size` processes. Batches are a pure function of (seed, step) -- and, with --curriculum,
-of the curriculum's state, which checkpoints carry (`curriculum.py`) -- so the data position is
-the step and a resumed run sees exactly the batches an uninterrupted one would have.
+One optimizer step = `grad_accum` micro-batches of `batch_size` sequences on each of
+`world_size` processes. What the sequences are, the model they train and how it is evaluated
+come from a `Task` (`tasks.py`: `Pretraining`; `finetune.py`: `QATask`); everything else is
+here. Batches are a pure function of (seed, step) -- and of the task's state, which
+checkpoints carry -- so the data position is the step and a resumed run sees exactly the
+batches an uninterrupted one would have.
 
 The loop reads nothing back from the device between log points: losses and non-finite-step
 flags accumulate on the device (`StepMeter`), and a non-finite gradient skips its update inside
@@ -12,6 +14,7 @@ the fused AdamW kernel. Distribution (DDP/FSDP2) is applied from outside by `dis
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import sys
@@ -27,19 +30,19 @@ from lmzoo.checkpoint import WEIGHTS_FILE, load_state_into
 from lmzoo.devices import autocast, autocast_dtype
 from lmzoo.errors import LmzooError
 from lmzoo.locking import output_lock
-from lmzoo.registry import create_model, get_architecture
 from lmzoo.training.checkpointing import (
+    STATE_FILE,
     Checkpoint,
     checkpoint_dir,
     latest_valid_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     remove_partial_writes,
     restore_rng,
     save_checkpoint,
 )
-from lmzoo.training.config import TrainConfig
-from lmzoo.training.curriculum import build_curriculum, curriculum_fields
+from lmzoo.training.config import LoopConfig
 from lmzoo.training.distributed import (
     DistEnv,
     any_rank,
@@ -52,14 +55,9 @@ from lmzoo.training.distributed import (
     shutdown,
     wrap_model,
 )
-from lmzoo.training.evaluate import evaluate
 from lmzoo.training.metrics import MetricsLogger, StepMeter, format_row, warn
 from lmzoo.training.optim import CosineSchedule, build_optimizer, set_lr
-
-# Fields whose change makes a resumed run diverge from the run it continues (the learning-rate
-# fields are compared through the schedule, which also depends on the run length).
-TRAJECTORY_FIELDS = ("arch", "size", "model_args", "data", "seq_len", "batch_size", "grad_accum", "seed",
-                     "weight_decay", "betas", "grad_clip", "dtype")
+from lmzoo.training.tasks import Pretraining, Task
 
 
 @dataclass
@@ -101,85 +99,83 @@ class StopRequest:
         return self.signal_name is not None
 
 
-def run_training(cfg: TrainConfig) -> dict:
-    """Train (or resume) as `cfg` says; return a summary. Works alone or under torchrun."""
+def run_training(cfg: LoopConfig, task: Task | None = None, verbose: bool = True) -> dict:
+    """Train (or resume) `task` (default: pre-training as `cfg` says); return `task.finish`'s
+    result, for pre-training the run's summary. Works alone or under torchrun."""
+    task = task or Pretraining(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     try:
-        # Rank 0 alone writes --out; its lock keeps a second run from writing the same checkpoints.
-        with output_lock(cfg.out) if env.is_main else contextlib.nullcontext(), StopRequest() as stop:
-            summary = Trainer(cfg, env, stop).fit()
+        with contextlib.ExitStack() as locks:
+            if env.is_main:  # rank 0 alone writes; its locks keep a second run off the same outputs
+                for path in task.outputs:
+                    locks.enter_context(output_lock(path))
+            with StopRequest() as stop:
+                trainer = Trainer(cfg, env, stop, task, verbose)
+                summary = trainer.fit()
+            result = task.finish(trainer.model, env, summary)
     except BaseException:
         shutdown(env, wait_for_peers=False)
         raise
     shutdown(env)
-    return summary
-
-
-def _open_datasets(cfg: TrainConfig):
-    if not cfg.data:
-        raise LmzooError("no dataset given; pass --data DIR (a folder written by `lmzoo prepare`)")
-    from lmzoo.data import TokenDataset
-    return TokenDataset(cfg.data, "train"), TokenDataset(cfg.data, "val")
-
-
-def _build_model(cfg: TrainConfig, train_data, val_data):
-    defaults = {"vocab_size": train_data.vocab_size}
-    if "eos_id" in get_architecture(cfg.arch).config_cls.field_names():  # models that reset at document ends
-        defaults["eos_id"] = train_data.eos_id
-    model = create_model(cfg.arch, cfg.size, **{**defaults, **cfg.model_args})
-    # Checked once here so the forward pass never syncs with the device to re-check ids.
-    max_id = max(train_data.max_id(), val_data.max_id())
-    if max_id >= model.config.vocab_size:
-        raise LmzooError(f"the dataset holds token id {max_id} but the model's vocab_size is "
-                         f"{model.config.vocab_size}; drop the vocab_size override or re-prepare the data")
-    model.check_inputs = False
-    model.tokenizer = train_data.tokenizer
-    return model
+    return result
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, env: DistEnv, stop: StopRequest):
-        self.cfg, self.env, self.stop = cfg, env, stop
-        self.out = Path(cfg.out)
+    def __init__(self, cfg: LoopConfig, env: DistEnv, stop: StopRequest, task: Task | None = None,
+                 verbose: bool = True):
+        self.cfg, self.env, self.stop, self.verbose = cfg, env, stop, verbose
+        self.task = task or Pretraining(cfg)
+        self.out = Path(self.task.run_dir)
         self.ckpt_root = self.out / "checkpoints"
-        self.train_data, self.val_data = _open_datasets(cfg)
+        self.autocast_dtype = autocast_dtype(cfg.dtype, env.device)
         torch.manual_seed(cfg.seed)  # same on every rank: FSDP shards, and DDP expects, one init
-        self.model = _build_model(cfg, self.train_data, self.val_data)
+        self.model = self.task.prepare(env, self.autocast_dtype)
+        self.total_steps = self.task.total_steps
         resume = self._find_resume()
         if resume is not None:  # weights go in before wrapping, while the model is still plain
             load_state_into(self.model, resume.model_state, resume.path / WEIGHTS_FILE)
-        self.model.to(env.device)
-        if cfg.fsdp and not env.enabled and env.is_main:
+        self.model.to(env.device).train()  # a loaded base model comes in eval mode
+        fsdp = getattr(cfg, "fsdp", False)  # fine-tuning has no --fsdp: it merges adapters in one process
+        if fsdp and not env.enabled and env.is_main:
             warn("--fsdp has no effect in a single process; launch with torchrun to shard")
-        self.wrapped = wrap_model(self.model, env, cfg.fsdp)
+        self.wrapped = wrap_model(self.model, env, fsdp)
         self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
-        self.autocast_dtype = autocast_dtype(cfg.dtype, env.device)
-        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * env.world_size * cfg.seq_len
-        self.total_steps = (cfg.max_steps if cfg.max_tokens is None
-                            else math.ceil(cfg.max_tokens / self.tokens_per_step))
         self.schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
         self.progress = Progress()
+        # The mean train loss since the last evaluation, for the eval rows; checkpoints carry it.
+        self.since_eval = StepMeter(env.device)
         self.last_checkpoint: Path | None = None
         self.last_eval: dict | None = None
-        # The batch source: shuffled windows, or a curriculum (scored here, once; see curriculum.py).
-        self.curriculum = build_curriculum(cfg, self.train_data, env, self.total_steps, self.autocast_dtype)
         if resume is not None:
             self._restore(resume)
 
     # ---- resume ----------------------------------------------------------------------------
     def _find_resume(self) -> Checkpoint | None:
+        self._refuse_other_kinds()
         if self.cfg.resume == "none":
             return None
         if self.cfg.resume == "auto":
             found = latest_valid_checkpoint(self.ckpt_root, verbose=self.env.is_main)
         else:
             found = load_checkpoint(self.cfg.resume)
+        if found is not None and _kind(found.trainer_state) != self.task.kind:
+            raise LmzooError(f"{found.path} is a checkpoint of a `lmzoo {_kind(found.trainer_state)}` run, not of "
+                             f"`lmzoo {self.task.kind}`; pass another --resume")
         if found is not None and self.env.is_main:
             print(f"resuming from {found.path} (step {found.step})", file=sys.stderr, flush=True)
         return found
+
+    def _refuse_other_kinds(self) -> None:
+        """Writing (and pruning) checkpoints beside those of another kind of run would mix the two."""
+        for path in list_checkpoints(self.ckpt_root):
+            state = _read_state(path)
+            kind = self.task.kind if state is None else _kind(state)  # a damaged one is skipped on resume
+            if kind != self.task.kind:
+                raise LmzooError(f"{self.ckpt_root} holds checkpoints of a `lmzoo {kind}` run; "
+                                 f"give this `lmzoo {self.task.kind}` run another output directory")
 
     def _restore(self, ckpt: Checkpoint) -> None:
         load_optimizer_state(self.model, self.optimizer, ckpt.optimizer_state)
@@ -188,10 +184,11 @@ class Trainer:
         self.progress = Progress(state["step"], state["tokens_seen"], state.get("skipped_steps", 0),
                                  state.get("best_val_loss"))
         self.last_checkpoint = ckpt.path
-        self.curriculum.load_state_dict(state.get("curriculum"), self.progress.step)
+        if self.env.is_main:  # the saved sums are over all ranks: one rank carries them on
+            self.since_eval.load_state_dict(state.get("since_eval"))
+        self.task.load_state_dict(state, self.progress.step)
         saved, now = state.get("train_config", {}), self.cfg.to_dict()
-        fields = TRAJECTORY_FIELDS + curriculum_fields(saved, now)
-        changed = [k for k in fields if k in saved and saved[k] != now[k]]
+        changed = [k for k in self.task.trajectory_fields(saved) if k in saved and saved[k] != now[k]]
         if state.get("world_size", self.env.world_size) != self.env.world_size:
             changed.append("world_size")
         if state.get("schedule", self.schedule.to_dict()) != self.schedule.to_dict():
@@ -204,21 +201,19 @@ class Trainer:
         return autocast(self.autocast_dtype, self.env.device)
 
     def _train_step(self):
-        """Forward/backward over the micro-batches, clip, update. Returns device tensors only."""
-        cfg, env = self.cfg, self.env
-        set_lr(self.optimizer, self.schedule(self.progress.step))
-        self.model.set_training_progress(self.progress.step / self.total_steps)
-        # This rank's share of the step's global batch, split into the accumulation micro-batches.
-        self.curriculum.before_step(self.progress.step)
-        windows = self.curriculum.get_batch(self.progress.step, cfg.batch_size * cfg.grad_accum, cfg.seq_len,
-                                            seed=cfg.seed, rank=env.rank, world_size=env.world_size,
-                                            device=env.device)
-        loss = torch.zeros((), device=env.device)
-        for i, micro in enumerate(windows.chunk(cfg.grad_accum)):
-            with grad_sync(self.wrapped, enabled=i == cfg.grad_accum - 1):
+        """Forward/backward over the micro-batches, clip, update. Returns device tensors (and the
+        step's token count, known on the host)."""
+        cfg, step = self.cfg, self.progress.step
+        set_lr(self.optimizer, self.schedule(step))
+        self.task.before_step(step)
+        micro_batches, tokens = self.task.batch(step, self.env)
+        n = len(micro_batches)
+        loss = torch.zeros((), device=self.env.device)
+        for i, (inputs, labels) in enumerate(micro_batches):
+            with grad_sync(self.wrapped, enabled=i == n - 1):
                 with self._autocast():
-                    out = self.forward(micro, labels=micro)
-                (out.loss / cfg.grad_accum).backward()
+                    out = self.forward(inputs, labels=labels)
+                (out.loss / n).backward()
             loss += out.loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: measure, do not clip
         grad_norm = local_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -229,7 +224,7 @@ class Trainer:
         self.optimizer.found_inf = bad.float()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss / cfg.grad_accum, grad_norm, bad, out.stats
+        return loss / n, grad_norm, bad, out.stats, tokens
 
     # ---- the loop --------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -240,16 +235,19 @@ class Trainer:
         metrics.log({"type": "start", "step": progress.step, "resumed_from": str(self.last_checkpoint or "")})
         meter = StepMeter(env.device)
         bar = tqdm(total=self.total_steps, initial=progress.step, unit="step", dynamic_ncols=True,
-                   disable=True if not env.is_main else None)  # None: only on a terminal
+                   disable=True if not (env.is_main and self.verbose) else None)  # None: only on a terminal
         started = time.perf_counter()
         self._restart_clock()
         train_row: dict | None = None
         try:
+            if progress.step == 0 and self.task.eval_at_start:
+                self._evaluate(metrics, bar)
             while progress.step < self.total_steps:
-                loss, grad_norm, bad, stats = self._train_step()
+                loss, grad_norm, bad, stats, tokens = self._train_step()
                 progress.step += 1
-                progress.tokens += self.tokens_per_step
+                progress.tokens += tokens
                 meter.update(progress.step, loss, grad_norm, bad)
+                self.since_eval.update(progress.step, loss, grad_norm, bad)
                 bar.update()
                 last = progress.step == self.total_steps
                 if progress.step % cfg.log_interval == 0 or last:
@@ -257,7 +255,8 @@ class Trainer:
                     stopping = any_rank(self.stop.requested, env)  # all ranks leave together
                 else:  # a single process can stop at any step; ranks agree only at log points
                     stopping = self.stop.requested and not env.enabled
-                if (cfg.eval_interval and progress.step % cfg.eval_interval == 0) or last:
+                interval = self.task.eval_interval
+                if (interval and progress.step % interval == 0) or last:
                     self._evaluate(metrics, bar)
                 if (cfg.checkpoint_interval and progress.step % cfg.checkpoint_interval == 0) or last or stopping:
                     self._save()
@@ -278,18 +277,18 @@ class Trainer:
         row = {"type": "train", "step": progress.step, "loss": read["loss"],
                "lr": self.schedule(progress.step - 1), "tokens": progress.tokens, "tok_s": tok_s,
                "grad_norm": read["grad_norm"], "skipped_steps": progress.skipped_steps,
-               **{name: float(value) for name, value in stats.items()}, **self.curriculum.row(progress.step - 1)}
+               **{name: float(value) for name, value in stats.items()}, **self.task.row(progress.step - 1)}
         metrics.log(row)
-        self._log_curriculum_events(metrics)
+        self._log_events(metrics)
         if read["skipped"]:
             self._on_nonfinite(read["first_bad_step"], read["skipped"])
         self._report(row, bar)
         loss = {} if read["loss"] is None else {"loss": f"{read['loss']:.4f}"}
-        bar.set_postfix(**loss, tok_s=f"{tok_s:,.0f}", **self.curriculum.postfix(progress.step - 1), refresh=False)
+        bar.set_postfix(**loss, tok_s=f"{tok_s:,.0f}", **self.task.postfix(progress.step - 1), refresh=False)
         return row
 
-    def _log_curriculum_events(self, metrics: MetricsLogger) -> None:
-        for row in self.curriculum.pop_events():
+    def _log_events(self, metrics: MetricsLogger) -> None:
+        for row in self.task.pop_events():
             metrics.log(row)
             if self.env.is_main:
                 tqdm.write(format_row(row, self.total_steps), file=sys.stderr)
@@ -306,33 +305,35 @@ class Trainer:
 
     def _report(self, row: dict, bar: tqdm) -> None:
         # The bar shows progress on a terminal; a log file gets one line per interval instead.
-        if self.env.is_main and bar.disable:
+        if self.env.is_main and self.verbose and bar.disable:
             print(format_row(row, self.total_steps), flush=True)
 
     def _evaluate(self, metrics: MetricsLogger, bar: tqdm) -> None:
-        cfg, env = self.cfg, self.env
-        # eval_batches per rank: N processes evaluate N times the windows of one, in the same time.
-        result = evaluate(self.wrapped, self.val_data, cfg.batch_size, cfg.seq_len, cfg.eval_batches * env.world_size,
-                          autocast_dtype=self.autocast_dtype, rank=env.rank, world_size=env.world_size)
-        best = self.progress.best_val_loss
-        self.progress.best_val_loss = result["loss"] if best is None else min(best, result["loss"])
-        self.last_eval = result
-        row = {"type": "eval", "step": self.progress.step, "val_loss": result["loss"], "val_bpb": result["bpb"],
-               "val_ppl": result["ppl"], "val_accuracy": result["accuracy"], "val_tokens": result["tokens"]}
+        step = self.progress.step
+        row = {"type": "eval", "step": step,
+               **self.task.evaluate(self.wrapped, step, self.env, self.autocast_dtype)}
+        train_loss = self.since_eval.read()["loss"]
+        if train_loss is not None:
+            row["train_loss"] = train_loss
+        if row.get("val_loss") is not None:
+            best = self.progress.best_val_loss
+            self.progress.best_val_loss = row["val_loss"] if best is None else min(best, row["val_loss"])
+        self.last_eval = row
         metrics.log(row)
         self._report(row, bar)
-        self.curriculum.after_eval(self.progress.step, result)  # may unlock the next stage
-        self._log_curriculum_events(metrics)
+        self.task.after_eval(step, row)
+        self._log_events(metrics)
         self._restart_clock()
 
     def _save(self) -> None:
         """Gather full states (a collective under FSDP), write on rank 0, prune old ones."""
         model_state = full_model_state(self.model)
         optimizer_state = full_optimizer_state(self.model, self.optimizer)
+        since_eval = self.since_eval.state_dict()  # a collective too
         step = self.progress.step
         if self.env.is_main:
             save_checkpoint(self.ckpt_root, step, model_state, self.model.config, self.model.tokenizer,
-                            optimizer_state, self._trainer_state())
+                            optimizer_state, {**self._trainer_state(), "since_eval": since_eval})
             prune_checkpoints(self.ckpt_root, self.cfg.keep_last, step)
         self.last_checkpoint = checkpoint_dir(self.ckpt_root, step)
         self._restart_clock()
@@ -343,23 +344,34 @@ class Trainer:
 
     def _trainer_state(self) -> dict:
         p = self.progress
-        return {"step": p.step, "tokens_seen": p.tokens, "skipped_steps": p.skipped_steps,
+        return {"task": self.task.kind, "step": p.step, "tokens_seen": p.tokens, "skipped_steps": p.skipped_steps,
                 "best_val_loss": p.best_val_loss, "world_size": self.env.world_size,
-                "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict(),
-                "curriculum": self.curriculum.state_dict()}
+                "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict(), **self.task.state_dict()}
 
     def _summary(self, train_row: dict | None, started: float) -> dict:
         interrupted = self.progress.step < self.total_steps
         if interrupted and self.env.is_main:
             print(f"{self.stop.signal_name}: stopped at step {self.progress.step} and saved "
                   f"{self.last_checkpoint}; run the same command again to resume", file=sys.stderr, flush=True)
+        last_eval = self.last_eval or {}
         return {"status": "interrupted" if interrupted else "completed", "step": self.progress.step,
                 "total_steps": self.total_steps, "tokens": self.progress.tokens,
                 "train_loss": train_row["loss"] if train_row else None,
-                "val_loss": self.last_eval["loss"] if self.last_eval else None,
-                "val_bpb": self.last_eval["bpb"] if self.last_eval else None,
-                "val_accuracy": self.last_eval["accuracy"] if self.last_eval else None,
+                "val_loss": last_eval.get("val_loss"), "val_bpb": last_eval.get("val_bpb"),
+                "val_accuracy": last_eval.get("val_accuracy"),
                 "best_val_loss": self.progress.best_val_loss, "skipped_steps": self.progress.skipped_steps,
-                **self.curriculum.row(self.progress.step - 1),
+                **self.task.row(self.progress.step - 1),
                 "final_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                 "elapsed_s": time.perf_counter() - started}
+
+
+def _kind(trainer_state: dict) -> str:
+    return trainer_state.get("task", "train")  # checkpoints from before fine-tuning shared the loop
+
+
+def _read_state(path: Path) -> dict | None:
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
