@@ -387,10 +387,10 @@ def test_finetune_flags_come_from_the_config(tmp_path):
     helps = {a.dest: a.help for a in parser._actions}
     assert all(helps.get(name) for name in FinetuneConfig.field_names())
     recipe = tmp_path / "ft.yaml"
-    recipe.write_text("data: qa.jsonl\nout: ft\nmethod: full\nlora_targets: [q, kv]\nlr: 5e-4\n")
+    recipe.write_text("data: qa.jsonl\nout: ft\nmethod: lora\nlora_targets: [q, kv]\nlr: 5e-4\n")
     cfg = config_from_args(parser.parse_args(["base", "--config", str(recipe), "--template", "{question}\\n=",
                                               "--lora-targets", "qkv, out", "--grad-accum", "2"]), FinetuneConfig)
-    assert (cfg.base, cfg.data, cfg.method, cfg.lr, cfg.grad_accum) == ("base", "qa.jsonl", "full", 5e-4, 2)
+    assert (cfg.base, cfg.data, cfg.method, cfg.lr, cfg.grad_accum) == ("base", "qa.jsonl", "lora", 5e-4, 2)
     assert cfg.template == "{question}\n=" and cfg.lora_targets == ("qkv", "out")
     assert FinetuneConfig(base="b", data="d", out="o", method="lora").lr == 1e-3  # the method's default
     with pytest.raises(LmzooError, match="missing --data, --out"):

@@ -25,6 +25,7 @@ each evaluation, the template and the run time.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import random
 import sys
@@ -40,8 +41,9 @@ from lmzoo.devices import autocast
 from lmzoo.errors import LmzooError
 from lmzoo.io import write_json_atomic
 from lmzoo.modeling import causal_lm_loss
+from lmzoo.paths import check_output_dir
 from lmzoo.training.checkpointing import load, resolve_model_dir
-from lmzoo.training.config import REQUIRED, LoopConfig, flag_field
+from lmzoo.training.config import MAX_STEP_TOKENS, REQUIRED, LoopConfig, flag_field
 from lmzoo.training.qa_eval import (
     DEFAULT_TEMPLATE,
     FINETUNE_REPORT,
@@ -64,7 +66,10 @@ TRAJECTORY_FIELDS = ("base", "data", "method", "template", "val_fraction", "max_
 
 
 def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer names, got '{text}'")
+    return names
 
 
 @dataclass(kw_only=True)
@@ -117,6 +122,10 @@ class FinetuneConfig(LoopConfig):
             raise LmzooError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise LmzooError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        step_tokens = self.batch_size * self.grad_accum * self.max_length
+        if step_tokens > MAX_STEP_TOKENS:  # the padded batch is allocated at once
+            raise LmzooError(f"batch_size * grad_accum * max_length = {step_tokens:,} tokens per step and process; "
+                             f"keep it <= {MAX_STEP_TOKENS:,}")
         if self.lora_alpha <= 0 or (self.freeze_layers or 0) < 0:
             raise LmzooError(f"lora_alpha must be > 0 and freeze_layers >= 0; got {self.lora_alpha} and "
                              f"{self.freeze_layers}")
@@ -312,8 +321,9 @@ class QATask(Task):
 
     def __init__(self, cfg: FinetuneConfig, verbose: bool = True):
         self.cfg, self.verbose = cfg, verbose
-        self.out = Path(cfg.out)
-        self.run_dir = Path(cfg.run_dir or f"{self.out.resolve()}.run")
+        # Checked before the trainer locks them: a lock file cannot be made under a file.
+        self.out = check_output_dir(cfg.out)
+        self.run_dir = check_output_dir(cfg.run_dir or f"{self.out.resolve()}.run", "--run-dir")
         self.outputs = (self.out, self.run_dir)
         self.history: list[dict] = []  # one entry per evaluation: the report's "epochs"
         self.started = time.perf_counter()
