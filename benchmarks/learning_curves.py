@@ -120,8 +120,9 @@ def diagnose(model, ids: torch.Tensor) -> dict:
                     current.retain_grad()
                 currents[name] = current
             hooks.append(lif.register_forward_pre_hook(keep))
-        hooks.append(block.lif["attn"].register_forward_pre_hook(
-            lambda module, inputs, i=i: context.setdefault(i, inputs[0].detach())))
+        def keep_context(module, inputs, i=i) -> None:  # a pre-hook that returned a value would replace the input
+            context[i] = inputs[0].detach()
+        hooks.append(block.lif["attn"].register_forward_pre_hook(keep_context))
     try:
         model.zero_grad()
         model(ids, labels=ids).loss.backward()
@@ -187,11 +188,12 @@ def render(data: dict) -> str:
             values = [r["val_bpb"].get(str(step_of(r)), r["val_bpb"].get(step_of(r))) for r in curves]
             values = [v for v in values if v is not None]
             return " / ".join(f"{v:.3f}" for v in values) or "-"
-        rows.append([f"`{spec}`", ", ".join(str(r["seed"]) for r in curves) or "-", at(lambda r: 300),
-                     at(lambda r: r["steps"]), " / ".join(f"{r['first']:.2f} -> **{r['final']:.2f}**" for r in mem),
-                     " / ".join(f"{r['final_spike_rate']:.3f}" for r in curves if r["final_spike_rate"] is not None) or "-"])
-    lines.append(common.markdown_table(["architecture", "seeds", "val bpb, step 300", f"val bpb, step {data['steps']}",
-                                        "memorisation loss", "train spike rate"], rows))
+        rows.append([f"`{spec}`", ", ".join(str(r["seed"]) for r in curves) or "-", at(lambda r: 300)]
+                    + ([at(lambda r: r["steps"])] if data["steps"] != 300 else [])
+                    + [" / ".join(f"{r['first']:.2f} -> **{r['final']:.2f}**" for r in mem),
+                       " / ".join(f"{r['final_spike_rate']:.3f}" for r in curves if r["final_spike_rate"] is not None) or "-"])
+    steps = ["val bpb, step 300"] + ([f"val bpb, step {data['steps']}"] if data["steps"] != 300 else [])
+    lines.append(common.markdown_table(["architecture", "seeds", *steps, "memorisation loss", "train spike rate"], rows))
     return "\n".join(lines)
 
 
@@ -206,7 +208,9 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--eval-interval", type=int, default=300)
-    p.add_argument("--skip-curves", action="store_true", help="memorisation and diagnosis only")
+    p.add_argument("--diagnose-only", action="store_true",
+                   help="only the diagnosis, of the stored runs' checkpoints (no training, no memorisation)")
+    p.add_argument("--memorise-only", action="store_true", help="only the memorisation (screening design options)")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "runs" / "learning-curves")
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
@@ -217,19 +221,19 @@ def main(argv=None) -> dict:
         prepare_dataset([str(t) for t in sorted(GERMAN.glob("*.txt"))], data_dir, seed=0)
     curves, mems, diagnosis = [], [], {}
     for spec in args.archs:
-        for seed in args.seeds:
+        for seed in [] if args.diagnose_only else args.seeds:
             mems.append(memorisation(spec, seed))
             log(f"{spec} seed {seed}: memorisation {mems[-1]['first']:.2f} -> {mems[-1]['final']:.2f}")
-            if not args.skip_curves:
-                curves.append(learning_curve(args, spec, seed, data_dir))
-                log(f"{spec} seed {seed}: val bpb {curves[-1]['val_bpb']}")
-        if spec.startswith("spike-transformer"):
-            ids = val_batch(data_dir)
-            checkpoint = next((r["checkpoint"] for r in curves if r["spec"] == spec), None)
-            diagnosis[spec] = diagnose_spec(spec, ids, checkpoint)
+            if args.memorise_only:
+                continue
+            curves.append(learning_curve(args, spec, seed, data_dir))
+            log(f"{spec} seed {seed}: val bpb {curves[-1]['val_bpb']}")
+        if spec.startswith("spike-transformer") and not args.memorise_only:
+            stored = [r for r in stored_results()["curves"] if r["spec"] == spec and r["steps"] == args.steps]
+            checkpoint = next((r["checkpoint"] for r in curves + stored if r["spec"] == spec), None)
+            diagnosis[spec] = diagnose_spec(spec, val_batch(data_dir), checkpoint)
     # Read the earlier results only now: another invocation may have finished while this one ran.
-    previous = common.RESULTS_DIR / f"{NAME}-cpu.json"
-    old = json.loads(previous.read_text()) if previous.is_file() else {"curves": [], "memorisation": [], "diagnosis": {}}
+    old = stored_results()
     if old.get("steps", args.steps) != args.steps:
         old["curves"] = []  # curves of a different length are not comparable
     data = {**common.run_info(), "steps": args.steps, "texts": [t.name for t in sorted(GERMAN.glob("*.txt"))],
@@ -237,6 +241,11 @@ def main(argv=None) -> dict:
             "diagnosis": {**old["diagnosis"], **diagnosis}}
     common.publish(NAME, data, render(data), write=not args.no_write)
     return data
+
+
+def stored_results() -> dict:
+    previous = common.RESULTS_DIR / f"{NAME}-cpu.json"
+    return json.loads(previous.read_text()) if previous.is_file() else {"curves": [], "memorisation": [], "diagnosis": {}}
 
 
 def val_batch(data_dir: Path) -> torch.Tensor:
