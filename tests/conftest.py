@@ -18,7 +18,9 @@ CONTRACT_VARIANTS = {
     "transformer": [{"window": 7}, {"qk_norm": True}],
     "complexity": [{"routing": "range"}, {"window": 5}],
     "spike-walze": [{"window": 5, "dilation_cycle": 2}, {"mlp": False}],
-    "spike-transformer": [{"surrogate": "atan", "reset": "soft", "learn_thresholds": True}],
+    "spike-transformer": [{"learn_thresholds": True, "max_half_life": 8.0},
+                          # the design before issue 17: equal-weight running mean, no token shift
+                          {"attention": "mean", "token_shift": 0.0, "surrogate": "sigmoid", "reset": "hard"}],
     "efficia-1": [{"window": 8, "segment": 4, "memory_slots": 3, "eos_id": 5},
                   {"overlap": True, "window": 6, "segment": 5, "memory_slots": 2},
                   {"window": 70, "segment": 3, "memory": False}, {"window": 5, "segment": 4, "compression": False}],

@@ -32,6 +32,9 @@ class ModelConfig:
     zero_allowed: ClassVar[frozenset[str]] = frozenset()
     # Keys older lmzoo versions wrote that no longer mean anything: dropped when a config is read.
     removed_keys: ClassVar[tuple[str, ...]] = ()
+    # Fields added later whose new default changes the model: the value a stored config that lacks
+    # the key was trained with (so an old checkpoint loads as the model it was).
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
     vocab_size: int = 259
     d_model: int = 128
     n_layers: int = 4
@@ -79,6 +82,8 @@ class ModelConfig:
             raise LmzooError(f"config version {version} is newer than this lmzoo ({CONFIG_VERSION}); upgrade lmzoo")
         for key in cls.removed_keys:
             data.pop(key, None)
+        for key, value in cls.legacy_defaults.items():
+            data.setdefault(key, value)
         check_keys(cls, data)
         return cls(**data)
 

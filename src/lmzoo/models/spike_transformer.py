@@ -5,16 +5,22 @@ membrane potentials (the "membrane shortcut"); every linear layer reads binary s
 work is accumulates (ACs) rather than multiply-accumulates. One block (pre-norm):
 
     x = LIF_in(norm1(U))                                   binary block input
+    x = shift(x)                                           a fraction of channels from token i-1
     Q, K, V = LIF_q(x Wq), LIF_k(x Wk), LIF_v(x Wv)         binary
-    C_i = sum_{j<=i} K_j * V_j / (i + 1)                    causal running mean (per timestep)
-    U += LIF_attn(Q * C) Wo                                 spike-driven self-attention, O(L)
+    C_i = sum_{j<=i} w^(i-j) K_j V_j / sum_{j<=i} w^(i-j)   decayed running mean, per channel
+    U += LIF_attn(Q * C * g) Wo                             spike-driven self-attention, O(L)
     U += LIF_hid(LIF_ffn(norm2(U)) W1) W2                   spiking FFN
 
-The LM head reads the mean over T of norm(U). Decoding keeps, per layer and timestep, the running
-sum of K*V: O(1) state per token. `stats` holds the spike rate of every site.
+The token shift (channel-wise, so x stays binary) gives the block the order of adjacent tokens;
+the learned per-channel decay w = exp(-exp(a)) (RWKV/SpikeGPT-style) lets each channel choose how
+far back it averages, from the last token to the whole past (w -> 1 is the plain running mean of
+`attention="mean"`). Why these two: docs/architectures.md, spike-transformer. The LM head reads
+the mean over T of norm(U). Decoding keeps, per layer and timestep, the decayed sum of K*V and
+the last token's shifted input spikes: O(1) state per token. `stats` holds every site's spike rate.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -34,6 +40,7 @@ from lmzoo.registry import register
 # input; for the first block that is the embedding), Q, K, V, attention, FFN1 (hidden) and FFN2
 # (the FFN's input).
 SITES = {"input": 0.5, "q": 0.5, "k": 0.5, "v": 0.6, "attn": 0.5, "ffn_in": 0.6, "ffn_hidden": 0.5}
+ATTENTIONS = ("decay", "mean")
 
 
 def _presets() -> dict[str, dict]:
@@ -45,15 +52,20 @@ def _presets() -> dict[str, dict]:
 
 @dataclass
 class SpikeTransformerConfig(ModelConfig):
+    # Configs saved before the token shift and the decayed mean (issue 17) are the plain-mean model.
+    legacy_defaults = {"attention": "mean", "token_shift": 0.0}
     d_ff: int = 512
     timesteps: int = 4
     beta: float = 0.9                  # membrane leak per timestep
-    surrogate: str = "sigmoid"         # sigmoid (the seed's, slope 2) or atan (SpikeGPT's, alpha 2)
+    surrogate: str = "atan"            # atan (SpikeGPT's, alpha 2) or sigmoid (the seed's, slope 2)
     surrogate_scale: float = 2.0
-    reset: str = "hard"
+    reset: str = "soft"                # soft: subtract theta on a spike; hard (the seed's): set u to 0
     learn_thresholds: bool = False
     thresholds: dict | None = None     # per-site overrides of SITES, e.g. {"v": 0.7}
     attn_gain: float = 8.0             # initial per-channel gain on Q*C (see SpikeDrivenBlock)
+    attention: str = "decay"           # decay: learned per-channel exponential decay; mean: equal weights
+    max_half_life: float = 256.0       # decay init: half-lives spread geometrically over 1..this (tokens)
+    token_shift: float = 0.5           # fraction of the block input's channels read from the previous token
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -62,6 +74,11 @@ class SpikeTransformerConfig(ModelConfig):
         if self.surrogate not in SURROGATES or self.reset not in RESETS:
             raise LmzooError(f"surrogate must be one of {', '.join(SURROGATES)} and reset one of "
                              f"{', '.join(RESETS)}; got {self.surrogate!r}, {self.reset!r}")
+        if self.attention not in ATTENTIONS:
+            raise LmzooError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
+        if not 0.0 <= self.token_shift < 1.0 or self.max_half_life < 1.0:
+            raise LmzooError(f"token_shift must be in [0, 1) and max_half_life >= 1; got {self.token_shift}, "
+                             f"{self.max_half_life}")
         unknown = sorted(set(self.thresholds or {}) - set(SITES))
         if unknown:
             raise LmzooError(f"unknown spiking site(s) {unknown} in thresholds; valid: {', '.join(SITES)}")
@@ -71,6 +88,38 @@ class SpikeTransformerConfig(ModelConfig):
 
     def threshold(self, site: str) -> float:
         return float((self.thresholds or {}).get(site, SITES[site]))
+
+
+def decayed_sums(x: torch.Tensor, log_decay: torch.Tensor, initial: torch.Tensor | None) -> torch.Tensor:
+    """y_i = sum_{j<=i} w^(i-j) x_j + w^(i+1) initial along dim 2 of x [T, B, L, D], w = exp(log_decay) [D].
+
+    Chunked so that no loop runs over positions: inside chunks of ~sqrt(L) positions a [c, c, D]
+    decay matrix, across chunks an [n, n, D] one; every exponent is <= 0, so nothing overflows."""
+    length = x.shape[2]
+    c = max(1, math.isqrt(length - 1) + 1)
+    n = -(-length // c)
+    chunks = nn.functional.pad(x, (0, 0, 0, n * c - length)).unflatten(2, (n, c))  # [T, B, n, c, D]
+    within = _decay_matrix(c, log_decay, 0)
+    y = torch.einsum("ijd,tbnjd->tbnid", within, chunks)
+    carry = torch.einsum("mkd,tbkd->tbmd", _decay_matrix(n, log_decay * c, 1), y[:, :, :, -1])
+    if initial is not None:
+        steps = torch.arange(n, device=x.device, dtype=x.dtype)[:, None]
+        carry = carry + torch.exp(steps * c * log_decay) * initial.unsqueeze(2)
+    steps = torch.arange(1, c + 1, device=x.device, dtype=x.dtype)[:, None]
+    y = y + torch.exp(steps * log_decay) * carry.unsqueeze(3)
+    return y.flatten(2, 3)[:, :, :length]
+
+
+def _decay_matrix(size: int, log_decay: torch.Tensor, lag: int) -> torch.Tensor:
+    """[size, size, D]: exp((i - j - lag) log_decay) where i - j >= lag, else 0."""
+    index = torch.arange(size, device=log_decay.device)
+    gap = (index[:, None] - index[None, :] - lag).to(log_decay.dtype)
+    return torch.where(gap[..., None] >= 0, torch.exp(gap.clamp(min=0)[..., None] * log_decay), 0.0)
+
+
+def decay_weight_total(positions: torch.Tensor, log_decay: torch.Tensor) -> torch.Tensor:
+    """sum_{j<=p} w^(p-j) = (1 - w^(p+1)) / (1 - w) for absolute positions p [n] -> [n, D]."""
+    return torch.expm1((positions[:, None] + 1) * log_decay) / torch.expm1(log_decay)
 
 
 class SpikeDrivenBlock(nn.Module):
@@ -90,29 +139,54 @@ class SpikeDrivenBlock(nn.Module):
         # The running mean C of K*V is about rate_k * rate_v (a few percent), far below any useful
         # threshold; a learned per-channel gain lets the attention neurons fire from the start.
         self.attn_gain = nn.Parameter(torch.full((d,), float(config.attn_gain)))
+        self.shifted = round(config.token_shift * d)  # the last `shifted` input channels come from token i-1
+        self.decay = None
+        if config.attention == "decay":
+            # w = exp(-exp(a)) stays in (0, 1); half-lives 1..max_half_life tokens across channels.
+            half_lives = config.max_half_life ** torch.linspace(0, 1, d)
+            self.decay = nn.Parameter(torch.log(math.log(2) / half_lives))
 
     def new_state(self) -> "KVSums":
         return KVSums()
 
     def forward(self, u: torch.Tensor, context: "SpikeContext", state: "KVSums | None") -> torch.Tensor:
-        """u [T, B, n, D] -> u; `state.sum` moves to the chunk's last position."""
+        """u [T, B, n, D] -> u; `state` (decoding) is read and advanced to the chunk's last position."""
         start, rates = context.start, {}
         context.rates.append(rates)
-        kv_sum = state.sum if state is not None else None
-        x = self.fire("input", self.attn_norm(u), rates)
+        x = self.token_shift(self.fire("input", self.attn_norm(u), rates), state)
         q = self.fire("q", self.q(x), rates)
         k = self.fire("k", self.k(x), rates)
         v = self.fire("v", self.v(x), rates)
-        sums = torch.cumsum(k * v, dim=2)  # over positions, per timestep
-        if kv_sum is not None:
-            sums = sums + kv_sum.unsqueeze(2)
-        count = torch.arange(start + 1, start + u.shape[2] + 1, device=u.device, dtype=u.dtype)
-        attn = self.fire("attn", q * (sums / count[:, None]) * self.attn_gain, rates)
+        context, last_sum = self.running_mean(k * v, start, state.sum if state is not None else None)
+        if state is not None:
+            state.sum = last_sum
+        attn = self.fire("attn", q * context * self.attn_gain, rates)
         u = u + self.out(attn)
         hidden = self.fire("ffn_hidden", self.ffn_in(self.fire("ffn_in", self.mlp_norm(u), rates)), rates)
-        if state is not None:
-            state.sum = sums[:, :, -1]
         return u + self.ffn_out(hidden)
+
+    def token_shift(self, x: torch.Tensor, state: "KVSums | None") -> torch.Tensor:
+        """Replace the last `shifted` channels of x by those of the previous position (zeros before the
+        first token): still binary spikes, so Q, K, V stay accumulate-only."""
+        if not self.shifted:
+            return x
+        tail = x[..., -self.shifted:]
+        before = state.tail if state is not None and state.tail is not None else torch.zeros_like(tail[:, :, :1])
+        if state is not None:
+            state.tail = tail[:, :, -1:]
+        return torch.cat([x[..., :-self.shifted], torch.cat([before, tail[:, :, :-1]], dim=2)], dim=-1)
+
+    def running_mean(self, kv: torch.Tensor, start: int, previous: torch.Tensor | None):
+        """Causal (decayed) mean of kv [T, B, n, D] over positions; also the running sum at the last one."""
+        positions = torch.arange(start, start + kv.shape[2], device=kv.device, dtype=kv.dtype)
+        if self.decay is None:
+            sums = torch.cumsum(kv, dim=2)  # binary kv: integer sums, exact in any chunking
+            if previous is not None:
+                sums = sums + previous.unsqueeze(2)
+            return sums / (positions + 1)[:, None], sums[:, :, -1]
+        log_decay = -torch.exp(self.decay.to(kv.dtype))
+        sums = decayed_sums(kv, log_decay, previous)
+        return sums / decay_weight_total(positions, log_decay), sums[:, :, -1]
 
     def fire(self, site: str, current: torch.Tensor, rates: dict) -> torch.Tensor:
         spikes = self.lif[site](current)
@@ -126,16 +200,17 @@ class SpikeContext(BlockContext):
 
 
 class KVSums(LayerState):
-    """Decoding state of one block: the running sum of K*V per timestep ([T, B, D])."""
+    """Decoding state of one block, fixed size: the (decayed) running sum of K*V per timestep
+    ([T, B, D]) and the last token's token-shifted input spikes ([T, B, 1, shifted])."""
 
-    batch_dims = {"sum": 1}
+    batch_dims = {"sum": 1, "tail": 1}
 
 
 @register("spike-transformer", SpikeTransformerConfig, _presets(),
           "spiking transformer: LIF neurons over T timesteps, spike-driven linear attention, surrogate gradients")
 class SpikeTransformerLM(CausalLM):
     lora_targets = ("q", "k", "v")
-    constant_state = True  # one running K*V sum per timestep and layer
+    constant_state = True  # per layer and timestep one (decayed) K*V sum and the shifted spikes of one token
     def __init__(self, config: SpikeTransformerConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(SpikeDrivenBlock(config) for _ in range(config.n_layers))
@@ -150,7 +225,7 @@ class SpikeTransformerLM(CausalLM):
         u = x.unsqueeze(0).expand(self.config.timesteps, *x.shape)  # the same input at every timestep
         context = SpikeContext(start=state.position if state is not None else 0)
         # Spikes are thresholds: bf16 rounding of the currents flips near-threshold neurons and the
-        # flips compound over layers, so the blocks run in (at least) fp32 even under autocast.
+        # flips compound over layers, so the blocks run in fp32 (or float64) even under autocast.
         with torch.autocast(u.device.type, enabled=False):
             u = self.run_blocks(upcast(u), context, state)
         stats, layer_rates = {}, []
