@@ -25,6 +25,7 @@ import torch
 import lmzoo
 from lmzoo.accounting import flop_counter, flops_per_token
 from lmzoo.layers.spike_gate import forced_spikes
+from lmzoo.models.spike_walze import SpikeWalzeContext
 
 NAME = "spike-walze"
 RATES = (0.0, 0.25, 0.5, 1.0)
@@ -73,7 +74,7 @@ def rate_runs(model, batch: int, seq_len: int):
 
 def _block_at(block, x, rate):
     block.gate.force_rate = rate
-    return block(x, 0, None)[0]
+    return block(x, SpikeWalzeContext(start=0), None)
 
 
 def measure_rates(args) -> dict:

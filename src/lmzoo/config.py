@@ -53,10 +53,12 @@ class ModelConfig:
         """Type and range of every field, so nothing later meets a string, a NaN or 10**12."""
         for f in fields(self):
             value = getattr(self, f.name)
-            allowed = FIELD_TYPES.get(f.type)
-            numeric = f.type.startswith(("int", "float"))
+            # Annotations are strings under postponed evaluation; a module without it gives classes.
+            type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            allowed = FIELD_TYPES.get(type_name)
+            numeric = type_name.startswith(("int", "float"))
             if allowed is not None and (not isinstance(value, allowed) or (numeric and isinstance(value, bool))):
-                raise LmzooError(f"config field {f.name} must be {f.type}, got {value!r}; fix the value")
+                raise LmzooError(f"config field {f.name} must be {type_name}, got {value!r}; fix the value")
             if isinstance(value, float) and not math.isfinite(value):
                 raise LmzooError(f"config field {f.name} must be a finite number, got {value}")
             if isinstance(value, int) and not isinstance(value, bool):

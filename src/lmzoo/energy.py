@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmzoo.modeling import CausalLM
+
 E_AC_PJ, E_MAC_PJ = 0.9, 4.6
 
 
@@ -38,7 +40,8 @@ class OperationCounter:
         self._hooks = [module.register_forward_hook(self._hook(name))
                        for name, module in model.named_modules() if isinstance(module, nn.Linear)]
         # Linear layers inside the model's declared blocks are reported per block ("layer<i>").
-        block_of = {id(m): f"layer{i}" for i, block in enumerate(model.blocks) for m in block.modules()}
+        blocks = model.blocks if isinstance(model, CausalLM) else ()
+        block_of = {id(m): f"layer{i}" for i, block in enumerate(blocks) for m in block.modules()}
         self.groups = {name: block_of.get(id(module), name) for name, module in model.named_modules()}
 
     def _hook(self, name: str):
