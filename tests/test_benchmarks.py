@@ -393,3 +393,24 @@ def test_wikitext_compare_runs_named_comparisons(tmp_path, one_thread):
     markdown = wikitext.render(data)
     assert markdown.startswith("## efficia-1 vs transformer on WikiText-2")
     assert all(r["word_ppl"] > 1 and r["val"]["bpb"] > 0 for r in data["runs"])
+
+
+def test_learning_curves_specs_memorisation_and_diagnosis(one_thread):
+    import torch
+
+    import lmzoo
+
+    curves = load("learning_curves")
+    assert curves.parse_spec("spike-transformer:attention=mean,token_shift=0,learn_thresholds=true") == (
+        "spike-transformer", {"attention": "mean", "token_shift": 0, "learn_thresholds": True})
+    assert curves.parse_spec("transformer") == ("transformer", {})
+    mem = curves.memorisation("transformer:d_model=32,n_layers=1,d_ff=64", 0, steps=3)
+    assert mem["final"] < mem["first"]
+    torch.manual_seed(0)
+    model = lmzoo.create_model("spike-transformer", "nano", d_model=32, n_layers=1, d_ff=64)
+    result = curves.diagnose(model, torch.randint(0, 259, (1, 80)))
+    for site in ("input", "q", "k", "v", "attn", "ffn_in", "ffn_hidden"):  # the hooks leave every gradient path intact
+        stats = result["sites"][f"layer0/{site}"]
+        assert 0 < stats["rate"] < 1 and len(stats["grad_norm_per_timestep"]) == 4
+        assert stats["grad_norm_per_timestep"][0] > 0, site
+    assert result["attention_input_change"]["layer0"] > 0

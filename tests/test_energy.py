@@ -29,7 +29,8 @@ def test_dense_transformer_is_its_own_dense_reference():
 
 def test_spiking_layer_counts_follow_its_spike_rates():
     torch.manual_seed(0)
-    model = lmzoo.create_model("spike-transformer", "nano", n_layers=1)
+    # token_shift=0: Q, K, V then read exactly the input site's spikes, whose rate the formula uses
+    model = lmzoo.create_model("spike-transformer", "nano", n_layers=1, token_shift=0)
     result = measure_energy(model, [torch.randint(0, 259, (2, 32))], Costs(1.0, 10.0))
     layer = next(l for l in result["layers"] if l["layer"] == "layer0")
     d, ff, t = model.config.d_model, model.config.d_ff, model.config.timesteps
