@@ -48,6 +48,20 @@ def test_chunked_form_continues_from_state_at_any_split(window, overlap, splits)
     torch.testing.assert_close(rest, want[:, :, splits[0]:])
 
 
+@pytest.mark.parametrize("overlap", [False, True])
+def test_later_tokens_leave_earlier_outputs_bit_for_bit_unchanged_in_fp32(overlap):
+    """The sums before each chunk are an exclusive prefix sum: with `cumsum - chunk`, the rounding
+    of earlier positions' sums involved later chunks (7e-8 in fp32)."""
+    q, k, v = (t.float() for t in qkv(256))
+    base = chunked_linear_attention(q, k, v, 0, 256, overlap)
+    for j in (70, 200):
+        k2, v2 = k.clone(), v.clone()
+        k2[:, :, j:] *= 3.0
+        v2[:, :, j:] += 1.0
+        changed = chunked_linear_attention(q, k2, v2, 0, 256, overlap)
+        assert torch.equal(changed[:, :, :j], base[:, :, :j])
+
+
 def test_windows_restart_without_overlap():
     q, k, v = qkv(32)
     out = chunked_linear_attention(q, k, v, 0, 8, False)
