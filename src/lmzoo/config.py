@@ -61,7 +61,7 @@ class ModelConfig:
                 raise LmzooError(f"config field {f.name} must be {type_name}, got {value!r}; fix the value")
             if isinstance(value, float) and not math.isfinite(value):
                 raise LmzooError(f"config field {f.name} must be a finite number, got {value}")
-            if isinstance(value, int) and not isinstance(value, bool):
+            if type_name.startswith("int") and isinstance(value, int) and not isinstance(value, bool):
                 low = 0 if f.name in self.zero_allowed else 1
                 high = MAX_LAYERS if f.name == "n_layers" else MAX_INT_FIELD
                 if not low <= value <= high:
