@@ -11,13 +11,13 @@ SRC = Path(lmzoo.__file__).parent
 # and modules of one rank must not import each other in a cycle.
 RANKS = {
     "lmzoo.errors": 0, "lmzoo.io": 0, "lmzoo.locking": 0, "lmzoo.memory": 0, "lmzoo.config": 0,
-    "lmzoo.devices": 0, "lmzoo.paths": 0, "lmzoo.sizing": 0,
+    "lmzoo.devices": 0, "lmzoo.paths": 0, "lmzoo.sizing": 0, "lmzoo.chat": 0,
     "lmzoo.data.sources": 0,  # reads text inputs; tokenizers train from it
     "lmzoo.layers": 1,
     "lmzoo.tokenizers": 2, "lmzoo.checkpoint": 2, "lmzoo.modeling": 2, "lmzoo.registry": 2,
     # Sampling works on any CausalLM through its interface alone, so CausalLM.generate can call it
     # (as transformers' models inherit their generate()).
-    "lmzoo.generation": 2,
+    "lmzoo.generation": 2, "lmzoo.batching": 2,
     "lmzoo.models": 3,
     "lmzoo.seed_api": 4, "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
     "lmzoo.data": 5, "lmzoo.training": 5,

@@ -35,7 +35,7 @@ def test_harmonic_only_embedding_drops_the_table_and_ties_the_output_to_the_harm
     assert model.num_parameters(embedding=False) == hybrid.num_parameters(embedding=False) - 1  # no mix weight
     ids = torch.randint(0, vocab, (2, 12))
     out = model(ids, labels=ids)
-    hidden, _, stats = model.backbone(ids, None)
+    hidden, _, stats = model.backbone(ids, None, model.new_context(ids, None))
     torch.testing.assert_close(out.logits, hidden @ model.harmonic().T)
     assert "harmonic_mix" not in stats
     # the small amplitude start keeps the first prediction near uniform (the harmonics add up

@@ -110,8 +110,7 @@ class PrefixMeanLM(CausalLM):
         self.blocks = nn.ModuleList(PrefixMeanBlock(config.d_model) for _ in range(config.n_layers))
         self.init_weights()
 
-    def backbone(self, input_ids, state):
-        context = BlockContext(start=state.position if state is not None else 0)
+    def backbone(self, input_ids, state, context):
         return self.run_blocks(self.embed(input_ids), context, state), None, {}
 
 

@@ -1,6 +1,6 @@
 """The surface every architecture shares: output type, decoding state, and the base LM class.
 
-A subclass builds `blocks` and implements `backbone(input_ids, state) -> (hidden, aux_loss,
+A subclass builds `blocks` and implements `backbone(input_ids, state, context) -> (hidden, aux_loss,
 stats)`, usually through the one block loop `run_blocks`; embedding of ids, input checks, the LM
 head, the shifted loss, the state bookkeeping, generation and saving live here once.
 """
@@ -29,6 +29,9 @@ class LMOutput:
     # Detached 0-d tensors (spike/gate rates, routing fractions); `float(v)` when logging, so
     # the training loop never syncs with the device just to produce them.
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Only with forward(token_stats=True): what the architecture did at each token, each value
+    # [B, L, ...] (e.g. which layers spiked, the expert a token went to), for live views.
+    token_stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class State:
@@ -66,10 +69,14 @@ class State:
 class BlockContext:
     """What every block of one forward call shares: the absolute position of the call's first
     token and a dict the blocks add statistics to. Architectures subclass it for more (routes,
-    document ids, what one layer hands the next)."""
+    document ids, what one layer hands the next).
+
+    `token_stats` is None unless the caller asked for per-token statistics; then blocks add
+    detached [B, L, ...] tensors to it (see `LMOutput.token_stats`)."""
 
     start: int
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    token_stats: dict[str, torch.Tensor] | None = None
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -118,9 +125,19 @@ class CausalLM(nn.Module):
         self.tokenizer = None
 
     # ---- to implement -------------------------------------------------------------------
-    def backbone(self, input_ids: torch.Tensor, state: State | None):
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: BlockContext):
         """Return (hidden [B, L, D], aux_loss scalar tensor or None, stats dict)."""
         raise NotImplementedError
+
+    def new_context(self, input_ids: torch.Tensor, state: State | None) -> BlockContext:
+        """The context the blocks of one forward call share; architectures with more to share
+        return their subclass."""
+        return BlockContext(start=self.start_position(state))
+
+    @staticmethod
+    def start_position(state: State | None) -> int:
+        """Absolute position of a call's first token: the tokens the state has seen."""
+        return state.position if state is not None else 0
 
     def new_extras(self) -> LayerState | None:
         """The model-level part of a fresh decoding state (`State.extras`); default none."""
@@ -188,11 +205,15 @@ class CausalLM(nn.Module):
         return input_ids
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                state: State | None = None, use_cache: bool = False, logits_to_keep: int = 0) -> LMOutput:
+                state: State | None = None, use_cache: bool = False, logits_to_keep: int = 0,
+                token_stats: bool = False) -> LMOutput:
         input_ids = self.check_input_ids(input_ids)
         if state is None and use_cache:
             state = self.init_state()
-        hidden, aux_loss, stats = self.backbone(input_ids, state)
+        context = self.new_context(input_ids, state)
+        if token_stats:
+            context.token_stats = {}
+        hidden, aux_loss, stats = self.backbone(input_ids, state, context)
         if state is not None:
             state.position += input_ids.shape[1]
         if logits_to_keep:
@@ -203,7 +224,8 @@ class CausalLM(nn.Module):
             loss = causal_lm_loss(logits, labels.reshape(input_ids.shape))
             if aux_loss is not None:
                 loss = loss + aux_loss
-        return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss, state=state, stats=stats)
+        return LMOutput(logits=logits, loss=loss, aux_loss=aux_loss, state=state, stats=stats,
+                        token_stats=context.token_stats or {})
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits from the final hidden states; an architecture without a head overrides this."""

@@ -203,8 +203,10 @@ class EfficiaLM(CausalLM):
             state.extras.after_eos = ends[:, -1]
         return docs
 
-    def backbone(self, input_ids: torch.Tensor, state: State | None):
+    def new_context(self, input_ids: torch.Tensor, state: State | None) -> EfficiaContext:
         docs = self.documents(input_ids, state)
-        context = EfficiaContext(start=state.position if state is not None else 0, docs=docs, last_doc=docs[:, -1])
+        return EfficiaContext(start=self.start_position(state), docs=docs, last_doc=docs[:, -1])
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: EfficiaContext):
         x = self.run_blocks(self.embed(input_ids), context, state)
         return self.norm(x), None, {}

@@ -230,7 +230,7 @@ class SpectralLM(CausalLM):
     def embedding_parameters(self) -> list[nn.Parameter]:
         return [*super().embedding_parameters(), self.harmonic.amplitude, self.harmonic.phase]
 
-    def backbone(self, input_ids: torch.Tensor, state: State | None):
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: BlockContext):
         stats = {}
         if self.embed is None:
             x = self.harmonic(input_ids)
@@ -238,7 +238,7 @@ class SpectralLM(CausalLM):
             a = torch.sigmoid(self.harmonic_mix)
             x = (1 - a) * self.embed(input_ids) + a * self.harmonic(input_ids)
             stats["harmonic_mix"] = a.detach()
-        x = self.run_blocks(x, BlockContext(start=state.position if state is not None else 0), state)
+        x = self.run_blocks(x, context, state)
         aux = None
         if self.config.spectral_loss_weight > 0:
             aux = self.config.spectral_loss_weight * self.harmonic.amplitude.square().mean()

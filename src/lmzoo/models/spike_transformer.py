@@ -220,10 +220,12 @@ class SpikeTransformerLM(CausalLM):
             for linear in (block.q, block.k, block.v, block.ffn_in):
                 nn.init.normal_(linear.weight, 0.0, linear.in_features ** -0.5)
 
-    def backbone(self, input_ids: torch.Tensor, state: State | None):
+    def new_context(self, input_ids: torch.Tensor, state: State | None) -> SpikeContext:
+        return SpikeContext(start=self.start_position(state))
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: SpikeContext):
         x = self.embed(input_ids)
         u = x.unsqueeze(0).expand(self.config.timesteps, *x.shape)  # the same input at every timestep
-        context = SpikeContext(start=state.position if state is not None else 0)
         # Spikes are thresholds: bf16 rounding of the currents flips near-threshold neurons and the
         # flips compound over layers, so the blocks run in fp32 (or float64) even under autocast.
         with torch.autocast(u.device.type, enabled=False):

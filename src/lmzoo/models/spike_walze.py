@@ -160,8 +160,10 @@ class SpikeWalzeLM(CausalLM):
         for block in self.blocks:
             block.gate.force_rate = rate
 
-    def backbone(self, input_ids: torch.Tensor, state: State | None):
-        context = SpikeWalzeContext(start=state.position if state is not None else 0)
+    def new_context(self, input_ids: torch.Tensor, state: State | None) -> SpikeWalzeContext:
+        return SpikeWalzeContext(start=self.start_position(state))
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: SpikeWalzeContext):
         x = self.run_blocks(self.embed(input_ids), context, state)
         rates = torch.stack(context.rates)
         stats = {f"spike_rate/layer{i}": rate for i, rate in enumerate(rates.detach().unbind())}

@@ -101,8 +101,9 @@ class TransformerLM(CausalLM):
     def route_stats(self, route) -> dict[str, torch.Tensor]:
         return {}
 
-    def backbone(self, input_ids: torch.Tensor, state: State | None):
-        route = self.route(input_ids)
-        context = TransformerContext(start=state.position if state is not None else 0, route=route)
+    def new_context(self, input_ids: torch.Tensor, state: State | None) -> TransformerContext:
+        return TransformerContext(start=self.start_position(state), route=self.route(input_ids))
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: TransformerContext):
         x = self.run_blocks(self.embed(input_ids), context, state)
-        return self.norm(x), None, self.route_stats(route)
+        return self.norm(x), None, self.route_stats(context.route)
