@@ -414,3 +414,16 @@ def test_learning_curves_specs_memorisation_and_diagnosis(one_thread):
         assert 0 < stats["rate"] < 1 and len(stats["grad_norm_per_timestep"]) == 4
         assert stats["grad_norm_per_timestep"][0] > 0, site
     assert result["attention_input_change"]["layer0"] > 0
+
+
+def test_activation_memory_report(one_thread):
+    bench = load("activation_memory")
+    probe = bench.probe("efficia-1", "nano", batch_size=2, seq_len=16, threads=one_thread, recompute=True,
+                        timed_steps=1)
+    assert probe["training_increase_mb"] >= 0 and probe["step_seconds"] > 0
+    cells = {"plain": {"training_increase_mb": 40.0, "step_seconds": 1.0},
+             "checkpointed": {"training_increase_mb": 30.0, "step_seconds": 1.3}}
+    data = {"command": "x", "date": "d", "machine": {}, "threads": 1,
+            "settings": {"size": "nano", "batch_size": 2, "seq_len": 16, "timed_steps": 1},
+            "rows": {"transformer": cells}}
+    assert "| `transformer` | 40 | 1.00 | 30 | 25% | 1.30x |" in bench.markdown(data)

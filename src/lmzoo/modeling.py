@@ -6,12 +6,14 @@ head, the shifted loss, the state bookkeeping, generation and saving live here o
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmzoo.checkpoint import load_into_class, read_config_dict, save_pretrained
 from lmzoo.config import ModelConfig
@@ -79,6 +81,14 @@ class BlockContext:
     token_stats: dict[str, torch.Tensor] | None = None
 
 
+def _block_on_copy(block: nn.Module, x: torch.Tensor, context: BlockContext):
+    """One block on a fresh shallow copy of the context it was first called with, so the
+    backward pass's recomputation sees the same inputs even though blocks hand values on through
+    the context (efficia-1's GRU states); returns the output and the context as the block left it."""
+    context = copy.copy(context)
+    return block(x, context, None), context
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy: position t predicts labels[t+1]; -100 is ignored."""
     # Shift the labels (padding the end with -100) rather than slicing the logits, which would
@@ -101,6 +111,9 @@ class CausalLM(nn.Module):
       (a `LayerState`, or None if it keeps nothing).
     - `lora_targets`: names of the `nn.Linear` submodules LoRA adapts by default.
     - `constant_state`: whether the decoding state keeps a fixed size however long the context.
+
+    `activation_checkpointing` (a setting, not part of the config) makes training recompute each
+    block's activations in the backward pass instead of storing them.
     """
 
     config_cls: type[ModelConfig] = ModelConfig
@@ -123,6 +136,7 @@ class CausalLM(nn.Module):
         # loop does not sync with the GPU to re-check every batch.
         self.check_inputs = True
         self.tokenizer = None
+        self.activation_checkpointing = False
 
     # ---- to implement -------------------------------------------------------------------
     def backbone(self, input_ids: torch.Tensor, state: State | None, context: BlockContext):
@@ -150,8 +164,13 @@ class CausalLM(nn.Module):
     # ---- the block loop -----------------------------------------------------------------------
     def run_blocks(self, x: torch.Tensor, context: BlockContext, state: State | None) -> torch.Tensor:
         layers = state.layers if state is not None else [None] * len(self.blocks)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block, layer_state in zip(self.blocks, layers):
-            x = block(x, context, layer_state)
+            if recompute and layer_state is None:
+                x, handed_on = checkpoint(_block_on_copy, block, x, copy.copy(context), use_reentrant=False)
+                context.__dict__.update(handed_on.__dict__)
+            else:
+                x = block(x, context, layer_state)
         return x
 
     @property

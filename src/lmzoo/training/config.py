@@ -123,6 +123,9 @@ class LoopConfig(FlagConfig):
     # ---- numerics and speed ----
     dtype: str = flag_field("auto", "compute dtype: auto = bf16 autocast on CUDA, fp32 on CPU", choices=DTYPES)
     compile: bool = flag_field(False, "torch.compile the model")
+    activation_checkpointing: bool = flag_field(
+        False, "recompute each block's activations in the backward pass instead of storing them "
+               "(less memory for about a third more compute)")
     device: str = flag_field("auto", "cpu, cuda, cuda:N, or auto (CUDA when available)")
     threads: int | None = flag_field(None, "CPU threads for torch (default: torch's choice)")
     seed: int = flag_field(0, "seed for the initialisation (of the model or the adapters) and the data order")

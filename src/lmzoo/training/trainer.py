@@ -137,6 +137,7 @@ class Trainer:
         if resume is not None:  # weights go in before wrapping, while the model is still plain
             load_state_into(self.model, resume.model_state, resume.path / WEIGHTS_FILE)
         self.model.to(env.device).train()  # a loaded base model comes in eval mode
+        self.model.activation_checkpointing = cfg.activation_checkpointing
         fsdp = getattr(cfg, "fsdp", False)  # fine-tuning has no --fsdp: it merges adapters in one process
         if fsdp and not env.enabled and env.is_main:
             warn("--fsdp has no effect in a single process; launch with torchrun to shard")
