@@ -4,7 +4,10 @@ For each architecture and size: training tokens/s (forward + backward + AdamW st
 tokens/s with the decoding state (prefill excluded) and by full recompute at several contexts,
 and the peak memory of a training step (fresh subprocess). The `transformer` is also raced
 against `transformers.LlamaForCausalLM` built with the identical configuration and the same
-weights, repeats interleaved, in the same run.
+weights, repeats interleaved, in the same run. The machine's own matmul rate (a large square
+GEMM, same threads and dtype) is measured at the start and the end of the run, and every training
+rate is also given as a fraction of it (and, on a known GPU, of its bf16 peak: MFU), since
+absolute speeds do not compare across machines.
 
     python benchmarks/throughput.py --sizes micro tiny --threads 2
 """
@@ -49,6 +52,7 @@ class Settings:
     recompute_tokens: int = 8  # recompute is slow and its cost per token is flat: fewer suffice
     hf: bool = True
     memory: bool = True
+    gemm_size: int = 2048  # n of the reference n x n x n matmul
     overrides: dict[str, Any] = field(default_factory=dict)  # config overrides (tests)
 
     def __post_init__(self) -> None:
@@ -231,6 +235,28 @@ def benchmark(arch: str, size: str, settings: Settings) -> tuple[dict, dict | No
     return result, compare
 
 
+# Dense bf16 tensor-core peaks (FLOP/s, no sparsity) of GPUs we may be lent, by name substring.
+GPU_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
+
+
+def gemm_rate(settings: Settings) -> dict:
+    """FLOP/s of an n x n x n matmul in the run's dtype and threads: median and best of a few."""
+    n = settings.gemm_size
+    dtype = torch.bfloat16 if settings.dtype == "bf16" else torch.float32
+    g = torch.Generator(device=settings.device).manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g, device=settings.device, dtype=dtype) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    seconds = [common.stopwatch(lambda: a @ b, settings.device) for _ in range(max(3, settings.repeats))]
+    return {"n": n, "dtype": str(dtype), "flops_per_s": 2 * n**3 / common.median(seconds),
+            "best_flops_per_s": 2 * n**3 / min(seconds)}
+
+
+def gpu_peak(machine: dict) -> float | None:
+    name = machine.get("gpu") or ""
+    return next((peak for key, peak in GPU_BF16_PEAK.items() if key in name), None)
+
+
 def ratio(timings: dict[str, dict]) -> dict:
     """lmzoo/HF speed: ratio of the medians (the headline) and of each interleaved round's pair."""
     ours, theirs = timings["lmzoo"], timings["hf"]
@@ -245,6 +271,7 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
     data = {"name": NAME, "command": common.command_line(), "date": common.now(),
             "machine": common.machine_info(settings.device), "settings": asdict(settings),
             "load_average_before": os.getloadavg(), "results": [], "hf_comparison": []}
+    data["gemm"] = {"start": gemm_rate(settings)}
     for size in settings.sizes:
         for arch in settings.archs:
             log(f"[{common.now()}] {arch}/{size} ...")
@@ -255,7 +282,14 @@ def run(settings: Settings, log: Callable[[str], None] = print) -> dict:
             log(summary_line(result, compare))
     # Other processes on the machine are the main source of noise: keep a trace of them.
     data["load_average_after"] = os.getloadavg()
+    data["gemm"]["end"] = gemm_rate(settings)
     return data
+
+
+def gemm_reference(data: dict) -> float | None:
+    """The machine's matmul rate for this run: the better of the two medians (start, end)."""
+    gemm = data.get("gemm")
+    return max(g["flops_per_s"] for g in gemm.values()) if gemm else None
 
 
 def summary_line(result: dict, compare: dict | None) -> str:
@@ -326,7 +360,10 @@ def goals(data: dict) -> list[str]:
 
 def all_archs_section(data: dict) -> list[str]:
     contexts = data["settings"]["contexts"]
-    header = ["arch", "size", "non-emb params", "train FLOPs/token", "train tok/s", "GFLOP/s"]
+    header = ["arch", "size", "non-emb params", "train FLOPs/token", "train tok/s", "GFLOP/s", "of GEMM"]
+    reference, peak = gemm_reference(data), gpu_peak(data["machine"])
+    if peak:
+        header.append("MFU (bf16 peak)")
     header += [f"cached decode@{c} tok/s" for c in contexts]
     header += [f"recompute@{c} tok/s" for c in contexts]
     header += [f"cached/recompute @{c}" for c in contexts] + ["peak RSS MB (+training)"]
@@ -335,11 +372,24 @@ def all_archs_section(data: dict) -> list[str]:
         row = [f"`{res['arch']}`", res["size"], fmt(res["parameters"]["non_embedding"]),
                f"{res['flops_per_token']['train'] / 1e6:.1f}M", fmt(res["train"]["per_s"]),
                fmt(res["train"]["gflops_per_s"], 1)]
+        row.append(f"{res['train']['gflops_per_s'] * 1e9 / reference:.0%}" if reference else "-")
+        if peak:
+            row.append(f"{res['train']['gflops_per_s'] * 1e9 / peak:.1%}")
         row += [fmt(res["decode"][str(c)]["cached"]["per_s"], 1) for c in contexts]
         row += [fmt(res["decode"][str(c)]["recompute"]["per_s"], 2) for c in contexts]
         row += [f"{res['decode'][str(c)]['speedup']:.1f}x" for c in contexts]
         rows.append(row + [memory_cell(res.get("memory"))])
     return ["### Every architecture", "", common.markdown_table(header, rows)]
+
+
+def gemm_line(data: dict) -> str:
+    """The same-run matmul rate every "of GEMM" fraction divides by."""
+    if "gemm" not in data:
+        return "GEMM reference: not measured in this run (results from before it was added).  "
+    g = data["gemm"]
+    rates = ", ".join(f"{fmt(v['flops_per_s'] / 1e9, 1)} at the {k}" for k, v in g.items())
+    return (f"GEMM reference: a {g['start']['n']}^3 {g['start']['dtype'].replace('torch.', '')} matmul, "
+            f"median GFLOP/s {rates}; \"of GEMM\" = training FLOP/s / the better of the two.  ")
 
 
 def noise_line(data: dict) -> str:
@@ -371,7 +421,7 @@ def render_markdown(data: dict) -> str:
         f"Decode: batch 1, greedy; cached = {s['new_tokens']} tokens with the decoding state after an untimed "
         f"prefill of the context; recompute = {s['recompute_tokens']} tokens, each re-running the whole "
         f"sequence (no state). Peak memory: RSS high-water of a fresh process over two training steps "
-        f"(+ increase over the RSS before the first step).  ", noise_line(data), "",
+        f"(+ increase over the RSS before the first step).  ", gemm_line(data), noise_line(data), "",
     ]
     if data["hf_comparison"]:
         lines += hf_section(data) + [""] + goals(data) + [""]

@@ -43,7 +43,7 @@ def test_throughput_core_runs_and_reports(throughput, common, tmp_path, one_thre
     pytest.importorskip("transformers")
     settings = throughput.Settings(sizes=["nano"], overrides=TINY, threads=one_thread, seq_len=16,
                                    batch_size=2, repeats=1, warmup=0, contexts=[8, 16], new_tokens=3,
-                                   recompute_tokens=2, memory=False)  # memory: see the next test
+                                   recompute_tokens=2, memory=False, gemm_size=128)  # memory: see the next test
     data = throughput.run(settings, log=lambda _: None)
     data = json.loads(common.write_json("throughput", "cpu", data, results_dir=tmp_path).read_text())
 
@@ -63,6 +63,8 @@ def test_throughput_core_runs_and_reports(throughput, common, tmp_path, one_thre
     markdown = throughput.render_markdown(data)
     assert "LlamaForCausalLM" in markdown and "| `complexity` | nano |" in markdown
     assert data["command"] in markdown and data["date"] in markdown
+    assert {"start", "end"} == set(data["gemm"]) and data["gemm"]["end"]["flops_per_s"] > 0
+    assert "of GEMM" in markdown and "GEMM reference: a 128^3 float32 matmul" in markdown
 
 
 def test_peak_memory_of_a_training_step_in_a_fresh_process(throughput, one_thread):
