@@ -7,8 +7,10 @@ import torch
 
 import lmzoo
 
-# Small, deterministic, and fair to a 2-core CI machine.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Small, deterministic, and fair to a 2-core CI machine: the cores are shared between the
+# pytest-xdist workers (`make test` runs two), so each worker gets its share of threads.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // WORKERS))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

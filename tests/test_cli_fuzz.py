@@ -41,6 +41,7 @@ BAD_VALUES = {
               "{model_bigtok}", "{model_badweights}"],
     "model_or_arch": ["{missing}", "{existing}", "{model_huge}", "{model_badtype}"],
     "data_dir": ["{missing}", "{existing}", "{data_hugevocab}", "{data_boolvocab}", "{data_escape}"],
+    "run_dir": ["{missing}", "{existing}", "{dir}", "{run_torn}"],
     "device": ["foo", "cuda:99", "meta", ""],
     "arch": ["nope", ""],
     "size_preset": ["nope"],
@@ -90,6 +91,7 @@ VERBS = {  # a valid invocation per verb; each case changes one option of it
                     "--device", "cpu"],
     ("energy",): ["transformer", "--data", "{text}", "--seq-len", "16", "--max-tokens", "64"],
     ("analyze",): ["spectral-llm", "--seq-len", "16"],
+    ("plot",): ["{run}", "--out", "{new}"],
 }
 
 SAMPLING = {"--max-new-tokens": "count0", "--temperature": "nonnegative", "--top-k": "count0",
@@ -133,7 +135,8 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                  "--device": "device", "--threads": "count", "--seed": "seed", "--nan-policy": "choice",
                  "--eval-interval": "count0", "--eval-batches": "count", "--log-interval": "count",
                  "--checkpoint-interval": "count0", "--keep-last": "count0", "--resume": "reference",
-                 "--no-tensorboard": "flag", "--no-fsdp": "flag", "--curriculum": "choice",
+                 "--no-tensorboard": "flag", "--no-fsdp": "flag", "--no-activation-checkpointing": "flag",
+                 "--curriculum": "choice",
                  "--curriculum-scorer": "choice", "--curriculum-reference": "reference",
                  "--curriculum-metric": "choice", "--curriculum-thresholds": "thresholds",
                  "--curriculum-patience": "count0", "--competence-start": "fraction", "--competence-steps": "count",
@@ -150,18 +153,21 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                     "--config": "recipe", "--run-dir": "out_dir", "--grad-accum": "size", "--betas": "betas",
                     "--no-compile": "flag", "--nan-policy": "choice", "--eval-interval": "count0",
                     "--log-interval": "count", "--checkpoint-interval": "count0", "--keep-last": "count0",
-                    "--resume": "reference", "--no-tensorboard": "flag"},
+                    "--resume": "reference", "--no-tensorboard": "flag",
+                    "--no-activation-checkpointing": "flag"},
     ("energy",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
                   "--batch-size": "count", "--max-tokens": "count", "--ac-pj": "nonnegative",
                   "--mac-pj": "nonnegative", "--json": "out_file"},
     ("analyze",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
                    "--json": "out_file"},
+    ("plot",): {"runs": "run_dir", "--out": "out_dir"},
 }
 # Verbs that write, each with an invocation that writes, for the full-disk and unwritable cases.
 WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "train"), ("train",), ("demo",),
                                            ("finetune",))}
 WRITERS[("energy",)] = [*VERBS[("energy",)], "--json", "{new}.json"]
 WRITERS[("analyze",)] = [*VERBS[("analyze",)], "--json", "{new}.json"]
+WRITERS[("plot",)] = VERBS[("plot",)]
 WRITERS[("eval",)] = ["{model}", "--qa", "{qa}", "--out", "{new}.jsonl", "--max-new-tokens", "2", "--device", "cpu"]
 
 
@@ -242,6 +248,10 @@ def workspace(tmp_path_factory) -> dict[str, str]:
     meta["splits"]["train"]["file"] = "../text.txt"
     (escape / "meta.json").write_text(json.dumps(meta))
     paths["data_escape"] = str(escape)
+    for name, text in (("run", '{"type": "train", "step": 1, "loss": 2.5}\n'), ("run_torn", '{"type": "tr')):
+        (root / name).mkdir()
+        (root / name / "metrics.jsonl").write_text(text)
+        paths[name] = str(root / name)
     return paths
 
 

@@ -20,7 +20,7 @@ RANKS = {
     "lmzoo.generation": 2, "lmzoo.batching": 2,
     "lmzoo.models": 3,
     "lmzoo.seed_api": 4, "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
-    "lmzoo.data": 5, "lmzoo.training": 5,
+    "lmzoo.data": 5, "lmzoo.training": 5, "lmzoo.plots": 5,
     "lmzoo.cli": 6,
 }
 
