@@ -154,16 +154,22 @@ def test_shift_once(arch):
         start = torch.randint(0, 256, (16, 1), generator=g)
         return (start + torch.arange(32)) % 256
 
-    for _ in range(100):
+    def accuracy() -> float:  # on a fresh batch, in eval mode
+        ids = batch()
+        with torch.no_grad():
+            pred = model.eval()(ids).logits[:, :-1].argmax(-1)
+        model.train()
+        return float((pred == ids[:, 1:]).float().mean())
+
+    # Up to 100 steps, checked every 10: most architectures learn it in a fraction of that.
+    for step in range(1, 101):
         ids = batch()
         model(ids, labels=ids).loss.backward()
         opt.step()
         opt.zero_grad()
-    ids = batch()
-    with torch.no_grad():
-        pred = model(ids).logits[:, :-1].argmax(-1)
-    accuracy = float((pred == ids[:, 1:]).float().mean())
-    assert accuracy > 0.9, f"next-token accuracy {accuracy:.2f}"
+        if step % 10 == 0 and (reached := accuracy()) > 0.9:
+            break
+    assert reached > 0.9, f"next-token accuracy {reached:.2f} after {step} steps"
 
 
 @pytest.mark.parametrize("arch", lmzoo.list_architectures())
