@@ -147,6 +147,12 @@ class CausalLM(nn.Module):
         """Called by the trainer before each step with the share of the run done, in [0, 1]
         (schedules inside a model, such as a gate temperature, follow it). Default: nothing."""
 
+    def untrained_components(self, seq_len: int) -> list[str]:
+        """Parts of the model that sequences of `seq_len` tokens or fewer give no gradient, one
+        line each saying why and what to change. The trainer warns about them, and DDP then looks
+        for parameters left out of the backward pass (it fails on them otherwise). Default: none."""
+        return []
+
     # ---- the block loop -----------------------------------------------------------------------
     def run_blocks(self, x: torch.Tensor, context: BlockContext, state: State | None) -> torch.Tensor:
         layers = state.layers if state is not None else [None] * len(self.blocks)

@@ -39,6 +39,7 @@ class DistEnv:
     local_rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # init_distributed created the process group (and `shutdown` ends it)
 
     @property
     def is_main(self) -> bool:
@@ -50,21 +51,24 @@ class DistEnv:
 
 
 def init_distributed(device: str = "auto") -> DistEnv:
-    """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
+    """Join the torchrun process group (gloo on CPU, nccl on CUDA), or use the one the caller
+    already set up (which then outlives the run: several runs can share one process group)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    create = world_size > 1 and not dist.is_initialized()
+    if create:
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
-    return DistEnv(rank, local_rank, world_size, resolved)
+    return DistEnv(rank, local_rank, world_size, resolved, owns_group=create)
 
 
 def shutdown(env: DistEnv, wait_for_peers: bool = True) -> None:
-    """Leave the process group. After an error, do not wait: the peers may never arrive."""
-    if env.enabled and dist.is_initialized():
+    """Leave the process group init_distributed created. After an error, do not wait: the peers
+    may never arrive."""
+    if env.enabled and env.owns_group and dist.is_initialized():
         if wait_for_peers:
             # Tearing the group down under a peer still inside a collective aborts that peer.
             dist.barrier()
@@ -86,8 +90,12 @@ def exit_process(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool) -> nn.Module:
-    """DDP (replicated) or FSDP2 (each block, then the root, sharded) under torchrun."""
+def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool, find_unused: bool = False) -> nn.Module:
+    """DDP (replicated) or FSDP2 (each block, then the root, sharded) under torchrun.
+
+    `find_unused`: some parameters may get no gradient in a step (DDP then searches the autograd
+    graph for them after every forward, which costs time, so only when the model says it may).
+    FSDP2 needs no such flag: a parameter without gradient on every rank is simply not reduced."""
     if not env.enabled:
         return model
     if fsdp:
@@ -98,7 +106,7 @@ def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool) -> nn.Module:
         fully_shard(model)
         return model
     device_ids = [env.device.index] if env.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
 
 
 def grad_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
