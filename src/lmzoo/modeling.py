@@ -101,6 +101,8 @@ class CausalLM(nn.Module):
       (a `LayerState`, or None if it keeps nothing).
     - `lora_targets`: names of the `nn.Linear` submodules LoRA adapts by default.
     - `constant_state`: whether the decoding state keeps a fixed size however long the context.
+    - `untrained_components(seq_len)`: what sequences that short leave without gradient (DDP
+      then looks for unused parameters). Parameters are never 0-d: FSDP2 cannot shard those.
     """
 
     config_cls: type[ModelConfig] = ModelConfig
