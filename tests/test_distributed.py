@@ -2,7 +2,8 @@
 process with the same global batch, under DDP and FSDP2, and an FSDP2 run resumes exactly.
 
 Each rank takes half of every step's global batch and accumulates it over two micro-batches, so
-DDP's `no_sync` and FSDP's `set_requires_gradient_sync` paths run too. One torchrun job trains
+DDP's `no_sync` and FSDP's `set_requires_gradient_sync` paths run too; the single process
+accumulates the same four micro-batches. One torchrun job trains
 every case (`distributed_worker.py`), so processes start once. `make test` runs one architecture
 on two "nodes" (two torchrun agents meeting at a c10d rendezvous on 127.0.0.1); `make test-all`
 runs all of them, and Ctrl-C under the launcher.
@@ -36,18 +37,23 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 EFFICIA_WARNING = "efficia-1's memory (GMG) and compression (CCU) get no gradient from sequences of 32 tokens"
 
 
-def train_args(data_dir, batch_size: int) -> list[str]:
-    """Nano models, 4 steps of 2 micro-batches, an eval and a checkpoint every 2 steps. With
-    seq_len 32, efficia-1's memory and compression (segment 64) get no gradient: DDP must cope."""
+def train_args(data_dir, grad_accum: int, eval_batches: int) -> list[str]:
+    """Nano models, 4 steps of micro-batches of one window, an eval and a checkpoint every 2 steps.
+    With seq_len 32, efficia-1's memory and compression (segment 64) get no gradient: DDP must cope."""
     return ["--data", str(data_dir), "--size", "nano", "--seq-len", "32", "--max-steps", str(STEPS),
-            "--warmup-steps", "2", "--log-interval", "1", "--eval-interval", "2", "--eval-batches", "4",
-            "--checkpoint-interval", "2", "--keep-last", "0", "--threads", "1", "--batch-size", str(batch_size),
-            "--grad-accum", "2"]
+            "--warmup-steps", "2", "--log-interval", "1", "--eval-interval", "2", "--eval-batches", str(eval_batches),
+            "--checkpoint-interval", "2", "--keep-last", "0", "--threads", "1", "--batch-size", "1",
+            "--grad-accum", str(grad_accum)]
+
+
+DISTRIBUTED_ARGS = dict(grad_accum=2, eval_batches=4)  # per rank, on 2 ranks
 
 
 def train_single(data_dir, out: Path, arch: str) -> Path:
-    """The reference: one process (here, in the test's own), twice the per-rank batch."""
-    flags = ["--arch", arch, "--out", str(out), *train_args(data_dir, 2)]
+    """The reference: one process (here, in the test's own) accumulating the 4 micro-batches the 2
+    ranks take. The same micro-batches, not only the same global batch: spike-walze's spike-rate
+    penalty is a nonlinear function of a micro-batch's rate, so it differs for 1 and 2 windows."""
+    flags = ["--arch", arch, "--out", str(out), *train_args(data_dir, grad_accum=4, eval_batches=8)]
     run_training(config_from_args(add_train_arguments(argparse.ArgumentParser()).parse_args(flags)), verbose=False)
     return out
 
@@ -63,7 +69,7 @@ def run_worker(data_dir, root: Path, archs: list[str], nodes: int) -> str:
     root.mkdir(parents=True, exist_ok=True)
     spec = root / "spec.json"
     spec.write_text(json.dumps({"root": str(root), "archs": archs, "modes": ["ddp", "fsdp"], "resume": True,
-                                "args": train_args(data_dir, 1)}))
+                                "args": train_args(data_dir, **DISTRIBUTED_ARGS)}))
     if nodes == 1:
         commands = [[*TORCHRUN, "--standalone", "--nproc_per_node", "2", str(WORKER), str(spec)]]
     else:  # what `--nnodes N` on N machines does, with every "machine" on loopback
