@@ -105,12 +105,12 @@ def reshape_legacy_moments(state: dict[str, Any], shapes: dict[str, tuple[int, .
     """The optimizer moments of a scalar parameter saved 0-d, before it became [1] (see
     `lmzoo.checkpoint.is_legacy_scalar`), in the parameter's new shape. AdamW's per-parameter
     `step` is 0-d for every parameter and stays so."""
-    fitted = {}
-    for param, entries in state["state"].items():
-        if is_legacy_scalar(shapes.get(param, ()), ()):
-            entries = {key: value.reshape(1) if key != "step" and isinstance(value, torch.Tensor) and value.dim() == 0
-                       else value for key, value in entries.items()}
-        fitted[param] = entries
+    def fit(param: str, key: str, value: Any) -> Any:
+        legacy = isinstance(value, torch.Tensor) and is_legacy_scalar(shapes.get(param, ()), value.shape)
+        return value.reshape(1) if legacy and key != "step" else value
+
+    fitted = {param: {key: fit(param, key, value) for key, value in entries.items()}
+              for param, entries in state["state"].items()}
     return {**state, "state": fitted}
 
 
