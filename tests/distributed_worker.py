@@ -2,10 +2,10 @@
 
     torchrun ... tests/distributed_worker.py SPEC.json
 
-SPEC: {"root": DIR, "archs": [...], "modes": ["ddp", "fsdp"], "resume": bool, "args": [...]}.
-For each architecture and mode it trains `root/ARCH/MODE` with `run_training` (the entry point
-`python -m lmzoo.training` uses) and the flags in `args`; with "resume", a copy of the FSDP run
-loses its last checkpoint and its metrics and is resumed into `root/ARCH/fsdp-resumed`. Starting
+SPEC: {"root": DIR, "cases": {NAME: [flags]}, "modes": ["ddp", "fsdp"], "resume": bool, "args": [...]}.
+For each case and mode it trains `root/NAME/MODE` with `run_training` (the entry point
+`python -m lmzoo.training` uses) and the case's flags plus `args`; with "resume", a copy of the
+FSDP run loses its last checkpoint and its metrics and is resumed into `root/NAME/fsdp-resumed`. Starting
 the processes once for all of this is what keeps the six-architecture contract affordable.
 """
 import argparse
@@ -21,9 +21,9 @@ from lmzoo.training.checkpointing import checkpoint_dir
 from lmzoo.training.distributed import exit_process
 
 
-def train(arch: str, out: Path, args: list[str], fsdp: bool) -> None:
+def train(out: Path, args: list[str], fsdp: bool) -> None:
     parser = add_train_arguments(argparse.ArgumentParser())
-    flags = ["--arch", arch, "--out", str(out), *args, *(["--fsdp"] if fsdp else [])]
+    flags = ["--out", str(out), *args, *(["--fsdp"] if fsdp else [])]
     summary = run_training(config_from_args(parser.parse_args(flags)), verbose=False)
     assert summary["status"] == "completed", summary
 
@@ -32,20 +32,20 @@ def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     root, args = Path(spec["root"]), spec["args"]
     dist.init_process_group("gloo")  # the runs below share it (they leave a group they did not create)
-    for arch in spec["archs"]:
+    for name, flags in spec["cases"].items():
         for mode in spec["modes"]:
-            train(arch, root / arch / mode, args, fsdp=mode == "fsdp")
+            train(root / name / mode, flags + args, fsdp=mode == "fsdp")
         if spec["resume"]:
-            resumed = root / arch / "fsdp-resumed"
+            resumed = root / name / "fsdp-resumed"
             if dist.get_rank() == 0:
-                shutil.copytree(root / arch / "fsdp", resumed)
+                shutil.copytree(root / name / "fsdp", resumed)
                 last = max(int(p.name.split("-")[1]) for p in (resumed / "checkpoints").iterdir())
                 shutil.rmtree(checkpoint_dir(resumed / "checkpoints", last))
                 (resumed / "metrics.jsonl").unlink()
             dist.barrier()
-            train(arch, resumed, args, fsdp=True)
+            train(resumed, flags + args, fsdp=True)
         if dist.get_rank() == 0:
-            print(f"done {arch}", file=sys.stderr, flush=True)
+            print(f"done {name}", file=sys.stderr, flush=True)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -11,6 +11,7 @@ by any of them load into any other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -102,11 +103,39 @@ def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool, find_unused: bool = F
         # Sharding block by block lets FSDP gather one block's parameters at a time; the root
         # call picks up what is left (embedding, final norm, LM head).
         for block in model.blocks:
-            fully_shard(block)
+            _shard_block(block)
         fully_shard(model)
         return model
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
+
+
+class _Boxed:
+    """A block argument carried past FSDP2's forward pre-hook unopened (see `_shard_block`)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _shard_block(block: nn.Module) -> None:
+    """`fully_shard(block)`, with the block still getting the very context object the model passed.
+
+    FSDP2's pre-forward hook rebuilds (`dataclasses.replace`) a dataclass argument that holds a
+    tensor requiring grad, so the block would write into a copy of its `BlockContext`, and what
+    blocks hand on through the context would be lost: spike-walze's spike rates (its auxiliary
+    loss), efficia-1's GRU states (the block above's input). Two hooks around FSDP's box the
+    context before it and unbox it after; `x`, a plain tensor, still gets FSDP's backward hook.
+    """
+    fully_shard(block)
+
+    def box(module, args):
+        return tuple(_Boxed(a) if dataclasses.is_dataclass(a) else a for a in args)
+
+    def unbox(module, args):
+        return tuple(a.value if isinstance(a, _Boxed) else a for a in args)
+
+    block.register_forward_pre_hook(box, prepend=True)  # runs before FSDP's (registered prepended too)
+    block.register_forward_pre_hook(unbox)
 
 
 def grad_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
