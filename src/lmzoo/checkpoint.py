@@ -100,21 +100,27 @@ def read_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         raise LmzooError(f"{path} is corrupt or truncated ({e}); re-save it or use an earlier checkpoint") from e
 
 
+def is_legacy_scalar(expected: tuple, found: tuple) -> bool:
+    """A 0-d tensor saved where the model now has shape [1]. Scalar parameters became [1] (FSDP2
+    shards no 0-d parameter); the old file holds exactly the one value, so it loads reshaped."""
+    return tuple(found) == () and tuple(expected) == (1,)
+
+
 def check_shapes(expected: dict[str, tuple], found: dict[str, tuple], source: Path, arch: str) -> None:
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
         raise LmzooError(f"{source} does not match architecture '{arch}' "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was it saved by another model?")
     for name, shape in expected.items():
-        if tuple(found[name]) != tuple(shape):
+        if tuple(found[name]) != tuple(shape) and not is_legacy_scalar(shape, found[name]):
             raise LmzooError(f"{source}: '{name}' has shape {tuple(found[name])}, the config expects "
                              f"{tuple(shape)}; config.json and weights do not belong together")
 
 
 def load_state_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    check_shapes(saved_shapes(model), {name: tuple(t.shape) for name, t in state.items()}, source,
-                 model.config.arch)
-    model.load_state_dict(state, strict=False)
+    expected = saved_shapes(model)
+    check_shapes(expected, {name: tuple(t.shape) for name, t in state.items()}, source, model.config.arch)
+    model.load_state_dict({name: t.reshape(expected[name]) for name, t in state.items()}, strict=False)
 
 
 def load_into_class(model_cls: type, config, directory: str | Path, map_location: str = "cpu"):

@@ -111,6 +111,8 @@ class CausalLM(nn.Module):
       (a `LayerState`, or None if it keeps nothing).
     - `lora_targets`: names of the `nn.Linear` submodules LoRA adapts by default.
     - `constant_state`: whether the decoding state keeps a fixed size however long the context.
+    - `untrained_components(seq_len)`: what sequences that short leave without gradient (DDP
+      then looks for unused parameters). Parameters are never 0-d: FSDP2 cannot shard those.
 
     `activation_checkpointing` (a setting, not part of the config) makes training recompute each
     block's activations in the backward pass instead of storing them.
@@ -160,6 +162,12 @@ class CausalLM(nn.Module):
     def set_training_progress(self, fraction: float) -> None:
         """Called by the trainer before each step with the share of the run done, in [0, 1]
         (schedules inside a model, such as a gate temperature, follow it). Default: nothing."""
+
+    def untrained_components(self, seq_len: int) -> list[str]:
+        """Parts of the model that sequences of `seq_len` tokens or fewer give no gradient, one
+        line each saying why and what to change. The trainer warns about them, and DDP then looks
+        for parameters left out of the backward pass (it fails on them otherwise). Default: none."""
+        return []
 
     # ---- the block loop -----------------------------------------------------------------------
     def run_blocks(self, x: torch.Tensor, context: BlockContext, state: State | None) -> torch.Tensor:

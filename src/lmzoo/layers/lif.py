@@ -59,7 +59,7 @@ class LIF(nn.Module):
         if surrogate not in SURROGATES or reset not in RESETS:
             raise ValueError(f"surrogate must be one of {SURROGATES} and reset one of {RESETS}")
         self.beta, self.surrogate, self.scale, self.reset = beta, surrogate, scale, reset
-        theta = torch.tensor(float(threshold))
+        theta = torch.tensor([float(threshold)])  # [1], not 0-d: FSDP2 shards no 0-d parameter
         if learn_threshold:
             self.threshold = nn.Parameter(theta)
         else:
@@ -108,7 +108,7 @@ class LIFSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes):
         spikes, membranes, inside, threshold = ctx.saved_tensors
         grad_current = torch.empty_like(grad_spikes)
-        grad_threshold = torch.zeros((), dtype=grad_spikes.dtype, device=grad_spikes.device)
+        grad_threshold = torch.zeros_like(threshold)
         du = torch.zeros_like(grad_spikes[0])  # gradient reaching u_t from step t+1
         for t in reversed(range(grad_spikes.shape[0])):
             s, m = spikes[t], membranes[t]

@@ -62,8 +62,9 @@ class GatedLocalAttention(nn.Module):
         k_ext, v_ext = self.keys_values(h, start, history)
         rows = selected.reshape(-1).nonzero().squeeze(1)  # the one host sync: how many were selected
         update = h.new_zeros(b * n, d)
-        if rows.numel() == 0:
-            return update.view(b, n, d)
+        # No early return when no token is selected: the path then runs on zero rows, so q and out
+        # stay in the autograd graph (with zero gradient). DDP and FSDP need every rank's backward
+        # to reach the same parameters, and a rank whose tokens all skip attention would not.
         batch, t = rows // n, rows % n
         q = self.q(h.reshape(b * n, d)[rows]).view(-1, self.n_heads, self.head_dim)
         q = self.rope.rotate_at(q, t + start, start + n)

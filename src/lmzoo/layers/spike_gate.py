@@ -33,7 +33,8 @@ class SpikeGate(nn.Module):
         hidden = max(1, d_model // 4)
         self.score_in = nn.Linear(2 * d_model, hidden)
         self.score_out = nn.Linear(hidden, 1)
-        self.threshold = nn.Parameter(torch.zeros(()))
+        # Shape [1], not 0-d: FSDP2 shards no 0-d parameter (older checkpoints' 0-d one loads).
+        self.threshold = nn.Parameter(torch.zeros(1))
         # Saved with the weights: p = sigmoid((s - theta) / tau) scales the attention output, so
         # a loaded model must use the temperature it was trained to.
         self.register_buffer("temperature", torch.tensor(float(temperature)))

@@ -187,6 +187,17 @@ class EfficiaLM(CausalLM):
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.init_weights()
 
+    def untrained_components(self, seq_len: int) -> list[str]:
+        # Memory and compression lag one segment: with no segment complete before a sequence's
+        # last token, nothing is read from either (the GRU then never even runs).
+        c = self.config
+        units = [name for name, on in (("memory (GMG)", c.memory), ("compression (CCU)", c.compression)) if on]
+        if seq_len > c.segment or not units:
+            return []
+        return [f"efficia-1's {' and '.join(units)} get no gradient from sequences of {seq_len} tokens: they read "
+                f"only segments of {c.segment} tokens completed before a token's own; train on sequences longer "
+                f"than {c.segment} tokens or lower `segment` (--model-arg segment=N)"]
+
     def new_extras(self) -> DocumentState:
         return DocumentState()
 

@@ -180,7 +180,7 @@ class SpectralFFN(nn.Module):
         self.down.residual_projection = True
         bins = d_model // 2 + 1
         self.spectral_weight = nn.Parameter(torch.stack((torch.ones(bins), torch.zeros(bins)), -1) * 0.02)
-        self.mix_logit = nn.Parameter(torch.tensor(0.1))
+        self.mix_logit = nn.Parameter(torch.tensor([0.1]))  # [1], not 0-d: FSDP2 shards no 0-d parameter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.sigmoid(self.mix_logit)
@@ -222,7 +222,7 @@ class SpectralLM(CausalLM):
         amplitude_std = config.init_std if config.embedding == "hybrid" else config.init_std / config.harmonic_bases
         self.harmonic = HarmonicEmbedding(config.vocab_size, config.d_model, config.harmonic_bases, amplitude_std)
         if config.embedding == "hybrid":
-            self.harmonic_mix = nn.Parameter(torch.tensor(0.5))  # a = sigmoid(m), m init 0.5
+            self.harmonic_mix = nn.Parameter(torch.tensor([0.5]))  # a = sigmoid(m), m init 0.5; [1] for FSDP2
         self.blocks = nn.ModuleList(SpectralBlock(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.d_model, config.norm_eps)
         self.init_weights()
@@ -237,7 +237,7 @@ class SpectralLM(CausalLM):
         else:
             a = torch.sigmoid(self.harmonic_mix)
             x = (1 - a) * self.embed(input_ids) + a * self.harmonic(input_ids)
-            stats["harmonic_mix"] = a.detach()
+            stats["harmonic_mix"] = a.detach().squeeze(0)  # stats are 0-d
         x = self.run_blocks(x, context, state)
         aux = None
         if self.config.spectral_loss_weight > 0:

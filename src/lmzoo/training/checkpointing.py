@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_weights
+from lmzoo.checkpoint import CONFIG_FILE, WEIGHTS_FILE, is_legacy_scalar, load_weights
 from lmzoo.errors import LmzooError
 from lmzoo.io import atomic_directory, holds_only, remove_dead_temps
 from lmzoo.registry import load_model, read_config
@@ -99,6 +99,19 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], metadata: dict[s
     for param, entries in json.loads(metadata["scalars"]).items():
         state.setdefault(param, {}).update(entries)
     return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
+
+
+def reshape_legacy_moments(state: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """The optimizer moments of a scalar parameter saved 0-d, before it became [1] (see
+    `lmzoo.checkpoint.is_legacy_scalar`), in the parameter's new shape. AdamW's per-parameter
+    `step` is 0-d for every parameter and stays so."""
+    def fit(param: str, key: str, value: Any) -> Any:
+        legacy = isinstance(value, torch.Tensor) and is_legacy_scalar(shapes.get(param, ()), value.shape)
+        return value.reshape(1) if legacy and key != "step" else value
+
+    fitted = {param: {key: fit(param, key, value) for key, value in entries.items()}
+              for param, entries in state["state"].items()}
+    return {**state, "state": fitted}
 
 
 # ---- RNG -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ by any of them load into any other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class DistEnv:
     local_rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # init_distributed created the process group (and `shutdown` ends it)
 
     @property
     def is_main(self) -> bool:
@@ -50,21 +52,24 @@ class DistEnv:
 
 
 def init_distributed(device: str = "auto") -> DistEnv:
-    """Join the torchrun process group if there is one (gloo on CPU, nccl on CUDA)."""
+    """Join the torchrun process group (gloo on CPU, nccl on CUDA), or use the one the caller
+    already set up (which then outlives the run: several runs can share one process group)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    create = world_size > 1 and not dist.is_initialized()
+    if create:
         if resolved.type == "cuda":
             torch.cuda.set_device(resolved)
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
-    return DistEnv(rank, local_rank, world_size, resolved)
+    return DistEnv(rank, local_rank, world_size, resolved, owns_group=create)
 
 
 def shutdown(env: DistEnv, wait_for_peers: bool = True) -> None:
-    """Leave the process group. After an error, do not wait: the peers may never arrive."""
-    if env.enabled and dist.is_initialized():
+    """Leave the process group init_distributed created. After an error, do not wait: the peers
+    may never arrive."""
+    if env.enabled and env.owns_group and dist.is_initialized():
         if wait_for_peers:
             # Tearing the group down under a peer still inside a collective aborts that peer.
             dist.barrier()
@@ -86,19 +91,51 @@ def exit_process(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool) -> nn.Module:
-    """DDP (replicated) or FSDP2 (each block, then the root, sharded) under torchrun."""
+def wrap_model(model: nn.Module, env: DistEnv, fsdp: bool, find_unused: bool = False) -> nn.Module:
+    """DDP (replicated) or FSDP2 (each block, then the root, sharded) under torchrun.
+
+    `find_unused`: some parameters may get no gradient in a step (DDP then searches the autograd
+    graph for them after every forward, which costs time, so only when the model says it may).
+    FSDP2 needs no such flag: a parameter without gradient on every rank is simply not reduced."""
     if not env.enabled:
         return model
     if fsdp:
         # Sharding block by block lets FSDP gather one block's parameters at a time; the root
         # call picks up what is left (embedding, final norm, LM head).
         for block in model.blocks:
-            fully_shard(block)
+            _shard_block(block)
         fully_shard(model)
         return model
     device_ids = [env.device.index] if env.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids)
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
+
+
+class _Boxed:
+    """A block argument carried past FSDP2's forward pre-hook unopened (see `_shard_block`)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _shard_block(block: nn.Module) -> None:
+    """`fully_shard(block)`, with the block still getting the very context object the model passed.
+
+    FSDP2's pre-forward hook rebuilds (`dataclasses.replace`) a dataclass argument that holds a
+    tensor requiring grad, so the block would write into a copy of its `BlockContext`, and what
+    blocks hand on through the context would be lost: spike-walze's spike rates (its auxiliary
+    loss), efficia-1's GRU states (the block above's input). Two hooks around FSDP's box the
+    context before it and unbox it after; `x`, a plain tensor, still gets FSDP's backward hook.
+    """
+    fully_shard(block)
+
+    def box(module, args):
+        return tuple(_Boxed(a) if dataclasses.is_dataclass(a) else a for a in args)
+
+    def unbox(module, args):
+        return tuple(a.value if isinstance(a, _Boxed) else a for a in args)
+
+    block.register_forward_pre_hook(box, prepend=True)  # runs before FSDP's (registered prepended too)
+    block.register_forward_pre_hook(unbox)
 
 
 def grad_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
@@ -141,5 +178,8 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Load a name-keyed full optimizer state on every rank (each keeps its own shard)."""
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    """Load a name-keyed full optimizer state on every rank (each keeps its own shard).
+
+    Not strict: a parameter that never had a gradient (efficia-1's compression unit at a short
+    seq_len) has no AdamW state in the checkpoint, as in the run that wrote it."""
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True, strict=False))

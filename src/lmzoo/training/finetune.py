@@ -342,6 +342,7 @@ class QATask(Task):
         if not self.train:
             raise LmzooError(f"every training example is longer than --max-length {cfg.max_length} tokens; raise it")
         self.lengths = [len(ids) for ids, _ in self.train]
+        self.shortest_sequence = min(self.lengths)
         self.adapted, self.method_info = _apply_method(model, cfg)
         self.trainable, self.total = count_parameters(self.adapted)
         if self.verbose and env.is_main:

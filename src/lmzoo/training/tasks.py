@@ -38,6 +38,7 @@ class Task:
     eval_at_start = False         # also evaluate before the first step
     total_steps: int              # set by prepare()
     eval_interval: int            # set by prepare(); 0 = only at the end
+    shortest_sequence: int        # set by prepare(): the fewest tokens a training sequence may hold
 
     def prepare(self, env, autocast_dtype: torch.dtype | None) -> nn.Module:
         raise NotImplementedError
@@ -130,6 +131,7 @@ class Pretraining(Task):
         self.total_steps = (cfg.max_steps if cfg.max_tokens is None
                             else math.ceil(cfg.max_tokens / self.tokens_per_step))
         self.eval_interval = cfg.eval_interval
+        self.shortest_sequence = cfg.seq_len
         # The batch source: shuffled windows, or a curriculum (scored here, once; see curriculum.py).
         self.curriculum = build_curriculum(cfg, self.train_data, env, self.total_steps, autocast_dtype)
         return self.model

@@ -39,6 +39,7 @@ from lmzoo.training.checkpointing import (
     load_checkpoint,
     prune_checkpoints,
     remove_partial_writes,
+    reshape_legacy_moments,
     restore_rng,
     save_checkpoint,
 )
@@ -141,7 +142,11 @@ class Trainer:
         fsdp = getattr(cfg, "fsdp", False)  # fine-tuning has no --fsdp: it merges adapters in one process
         if fsdp and not env.enabled and env.is_main:
             warn("--fsdp has no effect in a single process; launch with torchrun to shard")
-        self.wrapped = wrap_model(self.model, env, fsdp)
+        untrained = self.model.untrained_components(self.task.shortest_sequence)
+        if env.is_main:
+            for line in untrained:
+                warn(line)
+        self.wrapped = wrap_model(self.model, env, fsdp, find_unused=bool(untrained))
         self.forward = torch.compile(self.wrapped) if cfg.compile else self.wrapped
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, cfg.betas)
         self.schedule = CosineSchedule(cfg.lr, cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
@@ -179,7 +184,8 @@ class Trainer:
                                  f"give this `lmzoo {self.task.kind}` run another output directory")
 
     def _restore(self, ckpt: Checkpoint) -> None:
-        load_optimizer_state(self.model, self.optimizer, ckpt.optimizer_state)
+        shapes = {name: tuple(p.shape) for name, p in self.model.named_parameters()}
+        load_optimizer_state(self.model, self.optimizer, reshape_legacy_moments(ckpt.optimizer_state, shapes))
         restore_rng(ckpt.rng_state)
         state = ckpt.trainer_state
         self.progress = Progress(state["step"], state["tokens_seen"], state.get("skipped_steps", 0),
