@@ -15,7 +15,7 @@ the same settings for both); the final model is evaluated on the whole held-out 
 --val-tokens). The results are val bits/byte, byte perplexity 2^bpb and word perplexity
 exp(total val loss / whitespace-separated words).
 
-    python benchmarks/domain_text.py --size nano --steps 300 --seeds 0 1 --threads 1
+    python benchmarks/domain_text.py --size nano --steps 150 --seeds 0 1 --threads 1
 """
 from __future__ import annotations
 
@@ -146,14 +146,14 @@ def render(data: dict) -> str:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="nano")
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
     p.add_argument("--train-tokens", type=int, default=3_000_000, help="cap on each corpus' training tokens")
-    p.add_argument("--val-tokens", type=int, default=100_000, help="cap on each corpus' held-out tokens")
+    p.add_argument("--val-tokens", type=int, default=50_000, help="cap on each corpus' held-out tokens")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "runs" / "domain-text")
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
@@ -162,14 +162,18 @@ def main(argv=None) -> dict:
     data = {**common.run_info(), "size": args.size, "seeds": args.seeds, "steps": args.steps,
             "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
             "python": sysconfig.get_python_version(), "corpora": {}, "runs": []}
-    for corpus in args.corpora:
-        train_dir, val_dir = prepare_corpus(args.out, corpus, args.train_tokens, args.val_tokens)
+    dirs = {corpus: prepare_corpus(args.out, corpus, args.train_tokens, args.val_tokens) for corpus in args.corpora}
+    for corpus, (train_dir, val_dir) in dirs.items():
         data["corpora"][corpus] = {"train_tokens": TokenDataset(train_dir, "train").tokens,
                                    "val_bytes": read_meta(val_dir)["splits"]["val"]["bytes"],
                                    "val_words": val_words(val_dir)}
-        for arch in ARCHS:
-            for seed in args.seeds:
+    # Seed by seed, so an interrupted run still leaves a complete comparison of the first seeds.
+    for seed in args.seeds:
+        for corpus, (train_dir, val_dir) in dirs.items():
+            for arch in ARCHS:
                 data["runs"].append(train_and_evaluate(args, corpus, arch, seed, train_dir, val_dir))
+        if not args.no_write:
+            common.write_json(NAME, "cpu", {**data, "partial": seed != args.seeds[-1]})
     data["comparisons"] = {corpus: comparison(data, corpus) for corpus in args.corpora}
     common.publish(NAME, data, render(data), write=not args.no_write)
     return data
