@@ -27,6 +27,7 @@ items (`lmzoo finetune`'s machinery, answer tokens only), then asked every test 
 (`lmzoo eval --qa`'s machinery); exact and substring match are reported, on the training items too.
 
     python benchmarks/extractive_qa.py --size nano --pretrain-steps 150 --steps 150 --threads 1
+    python benchmarks/extractive_qa.py --pretrain-steps 20 --steps 30 --test-items 40 --score-train 20 --max-new-tokens 16 --threads 1
 """
 from __future__ import annotations
 
@@ -158,6 +159,7 @@ def main(argv=None) -> dict:
     p.add_argument("--per-sentence", type=int, default=3, help="most items per sentence")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--score-train", type=int, default=100, help="training items asked again after fine-tuning")
+    p.add_argument("--test-items", type=int, help="ask only this many test items, evenly spaced (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "runs" / "extractive-qa")
@@ -165,6 +167,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     train, test, split = build_items(args.per_sentence)
+    if args.test_items and args.test_items < len(test):
+        test = [test[i * len(test) // args.test_items] for i in range(args.test_items)]
     args.out.mkdir(parents=True, exist_ok=True)
     train_file = args.out / "train.jsonl"
     train_file.write_text("".join(json.dumps(i, ensure_ascii=False) + "\n" for i in train), encoding="utf-8")

@@ -123,7 +123,7 @@ class LoopConfig(FlagConfig):
     # ---- numerics and speed ----
     dtype: str = flag_field("auto", "compute dtype: auto = bf16 autocast on CUDA, fp32 on CPU", choices=DTYPES)
     compile: bool = flag_field(False, "torch.compile the model")
-    device: str = flag_field("auto", "cpu, cuda, cuda:N, or auto (CUDA when available)")
+    device: str = flag_field("auto", "auto (CUDA when available), cpu, cuda, cuda:N or mps (Apple Silicon)")
     threads: int | None = flag_field(None, "CPU threads for torch (default: torch's choice)")
     seed: int = flag_field(0, "seed for the initialisation (of the model or the adapters) and the data order")
     nan_policy: str = flag_field("skip", "on a non-finite loss or gradient: skip the update (and count it) "
