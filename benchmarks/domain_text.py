@@ -12,8 +12,9 @@ text is never seen in training:
 
 Each architecture trains from each seed on the same bytes for the same steps (byte tokenizer,
 the same settings for both); the final model is evaluated on the whole held-out part (capped at
---val-tokens). The results are val bits/byte, byte perplexity 2^bpb and word perplexity
-exp(total val loss / whitespace-separated words).
+--val-tokens). The results are val bits/byte and byte perplexity 2^bpb per run, and per corpus
+spectral-llm's perplexity as a ratio of the transformer's, per byte and per whitespace-separated
+word (see `comparison`).
 
     python benchmarks/domain_text.py --size nano --steps 150 --seeds 0 1 --threads 1
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import sysconfig
 from pathlib import Path
 
