@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sysconfig
 from pathlib import Path
 
@@ -158,6 +159,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "runs" / "domain-text")
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
+    p.add_argument("--merge", action="store_true",
+                   help="add to the stored runs of other seeds with the same settings (seeds run in parallel)")
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     data = {**common.run_info(), "size": args.size, "seeds": args.seeds, "steps": args.steps,
@@ -173,11 +176,33 @@ def main(argv=None) -> dict:
         for corpus, (train_dir, val_dir) in dirs.items():
             for arch in ARCHS:
                 data["runs"].append(train_and_evaluate(args, corpus, arch, seed, train_dir, val_dir))
-        if not args.no_write:
+        if not (args.no_write or args.merge):  # a merging run writes once, at the end
             common.write_json(NAME, "cpu", {**data, "partial": seed != args.seeds[-1]})
+    if args.merge:
+        data = merged(data)
     data["comparisons"] = {corpus: comparison(data, corpus) for corpus in args.corpora}
     common.publish(NAME, data, render(data), write=not args.no_write)
     return data
+
+
+SETTINGS = ("size", "steps", "batch_size", "seq_len", "lr", "python", "corpora")
+
+
+def merged(data: dict) -> dict:
+    """`data` plus the stored runs of other seeds with the same settings (seeds run in parallel
+    processes); the commands of both are kept. Stored results of other settings are refused."""
+    stored = common.RESULTS_DIR / f"{NAME}-cpu.json"
+    if not stored.is_file():
+        return data
+    old = json.loads(stored.read_text())
+    if any(old.get(k) != data[k] for k in SETTINGS):
+        raise SystemExit(f"{stored} holds runs of other settings; run without --merge to replace it")
+    ours = {(r["corpus"], r["arch"], r["seed"]) for r in data["runs"]}
+    runs = [r for r in old["runs"] if (r["corpus"], r["arch"], r["seed"]) not in ours] + data["runs"]
+    seeds = sorted({r["seed"] for r in runs})
+    complete = all(sum(r["seed"] == s for r in runs) == len(CORPORA) * len(ARCHS) for s in seeds)
+    return {**data, "command": f"{old['command']}; {data['command']}", "seeds": seeds, "partial": not complete,
+            "runs": sorted(runs, key=lambda r: (r["seed"], r["corpus"], r["arch"]))}
 
 
 if __name__ == "__main__":
