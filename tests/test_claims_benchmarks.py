@@ -17,7 +17,8 @@ def domain_data(prose_gap: float, code_gap: float, seeds=(0, 1)) -> dict:
              "val": {"bpb": 2.0 + (gap if arch == "spectral-llm" else 0) + 0.01 * seed}}
             for corpus, gap in (("prose", prose_gap), ("code", code_gap))
             for arch in ("spectral-llm", "transformer") for seed in seeds]
-    data = {"seeds": list(seeds), "size": "nano", "steps": 10, "batch_size": 2, "seq_len": 8, "runs": runs,
+    data = {"seeds": list(seeds), "size": "nano", "steps": 10, "batch_size": 2, "seq_len": 8, "lr": 1e-3,
+            "python": "3.11", "runs": runs,
             "corpora": {"prose": {"val_bytes": 700, "val_words": 100}, "code": {"val_bytes": 1000, "val_words": 100}}}
     data["comparisons"] = {c: claims_domain().comparison(data, c) for c in ("prose", "code")}
     return data
@@ -105,3 +106,23 @@ def test_complexity_claim_parts():
     assert mlp["routed_flops"] / mlp["dense_flops"] == pytest.approx(1 / mlp["n_experts"])  # one expert per token
     sizes = {r["size"]: r["total"] for r in complexity_claims.preset_sizes()}
     assert sizes["1b"] > 1e9 and sizes["seed-tiny"] < sizes["20m"] < sizes["seed-small"]
+
+
+def test_domain_text_merges_seeds_run_apart(tmp_path, monkeypatch):
+    import json
+
+    import common
+
+    domain_text = claims_domain()
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    both = domain_data(-0.05, 0.01)
+    seed0 = {**both, "command": "run 0", "runs": [r for r in both["runs"] if r["seed"] == 0], "seeds": [0]}
+    seed1 = {**both, "command": "run 1", "runs": [r for r in both["runs"] if r["seed"] == 1], "seeds": [1]}
+    assert domain_text.merged(seed1) == seed1  # nothing stored yet
+    (tmp_path / "domain-text-cpu.json").write_text(json.dumps({**seed0, "python": "x"}))
+    with pytest.raises(SystemExit, match="other settings"):
+        domain_text.merged(seed1)
+    (tmp_path / "domain-text-cpu.json").write_text(json.dumps(seed0))
+    merged = domain_text.merged(seed1)
+    assert merged["seeds"] == [0, 1] and not merged["partial"] and merged["command"] == "run 0; run 1"
+    assert sorted(map(json.dumps, merged["runs"])) == sorted(map(json.dumps, both["runs"]))
