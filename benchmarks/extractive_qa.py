@@ -27,7 +27,11 @@ items (`lmzoo finetune`'s machinery, answer tokens only), then asked every test 
 (`lmzoo eval --qa`'s machinery); exact and substring match are reported, on the training items too.
 
     python benchmarks/extractive_qa.py --size nano --pretrain-steps 150 --steps 150 --threads 1
-    python benchmarks/extractive_qa.py --pretrain-steps 20 --steps 30 --test-items 40 --score-train 20 --max-new-tokens 16 --threads 1
+    # what the shared 2-core machine allowed: one process per architecture, joined by --merge
+    python benchmarks/extractive_qa.py --pretrain-steps 20 --steps 20 --test-items 30 --score-train 10 \
+        --max-new-tokens 16 --threads 1 --archs spike-transformer --merge
+    python benchmarks/extractive_qa.py --pretrain-steps 20 --steps 20 --test-items 30 --score-train 10 \
+        --max-new-tokens 16 --threads 1 --archs transformer --merge --out benchmarks/runs/extractive-qa-transformer
 """
 from __future__ import annotations
 
@@ -109,7 +113,7 @@ def pretrain(args, arch: str, data_dir: Path) -> Path:
     cfg = TrainConfig(arch=arch, size=args.size, data=str(data_dir), out=str(run_dir), seq_len=256, batch_size=8,
                       max_steps=args.pretrain_steps, lr=2e-3, warmup_steps=args.pretrain_steps // 10, seed=args.seed,
                       threads=args.threads, eval_interval=0, eval_batches=5, log_interval=50,
-                      checkpoint_interval=0, keep_last=1, resume="none")
+                      checkpoint_interval=0, keep_last=1, resume="auto")  # a finished run is reused as it is
     log(f"pre-training {arch}/{args.size} on German text ({args.pretrain_steps} steps)")
     summary = run_training(cfg)
     return Path(summary["final_checkpoint"])
@@ -164,6 +168,8 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "runs" / "extractive-qa")
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
+    p.add_argument("--merge", action="store_true",
+                   help="add to the stored runs of other architectures with the same settings (run in parallel)")
     args = p.parse_args(argv)
     common.set_threads(args.threads)
     train, test, split = build_items(args.per_sentence)
@@ -178,13 +184,33 @@ def main(argv=None) -> dict:
     if not (german / "meta.json").is_file():
         prepare_dataset([str(t) for t in sorted(GERMAN.glob("*.txt"))], german, val_fraction=0.05, seed=0)
     data = {**common.run_info(), "size": args.size, "pretrain_steps": args.pretrain_steps, "steps": args.steps,
-            "seed": args.seed, "score_train": args.score_train, "n_train": len(train), "n_test": len(test), "split": split,
+            "seed": args.seed, "score_train": args.score_train, "max_new_tokens": args.max_new_tokens, "n_train": len(train), "n_test": len(test), "split": split,
             "example_item": test[0], "runs": []}
     for arch in args.archs:
         base = pretrain(args, arch, german)
         data["runs"].append(finetune_and_score(args, arch, base, train_file, train, test))
+    if args.merge:
+        data = merged(data)
     common.publish(NAME, data, render(data), write=not args.no_write)
     return data
+
+
+SETTINGS = ("size", "pretrain_steps", "steps", "seed", "score_train", "max_new_tokens", "n_train", "n_test")
+
+
+def merged(data: dict) -> dict:
+    """`data` plus the stored runs of other architectures with the same settings (architectures run in
+    parallel processes); the commands of both are kept. Stored results of other settings are refused."""
+    stored = common.RESULTS_DIR / f"{NAME}-cpu.json"
+    if not stored.is_file():
+        return data
+    old = json.loads(stored.read_text())
+    if any(old.get(k) != data[k] for k in SETTINGS):
+        raise SystemExit(f"{stored} holds runs of other settings; run without --merge to replace it")
+    ours = {r["arch"] for r in data["runs"]}
+    runs = [r for r in old["runs"] if r["arch"] not in ours] + data["runs"]
+    return {**data, "command": f"{old['command']}; {data['command']}",
+            "runs": sorted(runs, key=lambda r: ARCHS.index(r["arch"]) if r["arch"] in ARCHS else len(ARCHS))}
 
 
 if __name__ == "__main__":
