@@ -79,6 +79,7 @@ def band_energy(model, ids: torch.Tensor) -> list[list[float]]:
     return records
 
 
+@torch.no_grad()
 def mix_weights(model) -> dict[str, Any]:
     """The learned weights that mix the spectral and standard paths, as every forward uses them."""
     return {
