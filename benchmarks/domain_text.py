@@ -90,7 +90,8 @@ def train_and_evaluate(args, corpus: str, arch: str, seed: int, train_dir: Path,
     cfg = TrainConfig(arch=arch, size=args.size, data=str(train_dir), out=str(run_dir), seq_len=args.seq_len,
                       batch_size=args.batch_size, max_steps=args.steps, lr=args.lr, warmup_steps=args.steps // 10,
                       seed=seed, threads=args.threads, eval_interval=0, eval_batches=2,
-                      log_interval=max(args.steps // 5, 1), checkpoint_interval=0, keep_last=1, resume="none")
+                      log_interval=max(args.steps // 5, 1), checkpoint_interval=0, keep_last=1,
+                      resume="auto")  # a finished run is reused (evaluated again, not retrained)
     log(f"training {arch}/{args.size} on {corpus}, seed {seed} ({args.steps} steps)")
     summary = run_training(cfg)
     model = lmzoo.load(summary["final_checkpoint"])
@@ -154,6 +155,8 @@ def main(argv=None) -> dict:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--corpora", nargs="+", default=list(CORPORA), choices=list(CORPORA))
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS,
+                   help="train only these (with --no-write: runs a later full invocation reuses)")
     p.add_argument("--train-tokens", type=int, default=3_000_000, help="cap on each corpus' training tokens")
     p.add_argument("--val-tokens", type=int, default=50_000, help="cap on each corpus' held-out tokens")
     p.add_argument("--threads", type=int)
@@ -174,7 +177,7 @@ def main(argv=None) -> dict:
     # Seed by seed, so an interrupted run still leaves a complete comparison of the first seeds.
     for seed in args.seeds:
         for corpus, (train_dir, val_dir) in dirs.items():
-            for arch in ARCHS:
+            for arch in args.archs:
                 data["runs"].append(train_and_evaluate(args, corpus, arch, seed, train_dir, val_dir))
         if not (args.no_write or args.merge):  # a merging run writes once, at the end
             common.write_json(NAME, "cpu", {**data, "partial": seed != args.seeds[-1]})
