@@ -125,8 +125,7 @@ def render(data: dict) -> str:
         for arch in ARCHS:
             runs = [r for r in data["runs"] if r["corpus"] == corpus and r["arch"] == arch]
             rows.append([corpus, arch, f"{runs[0]['params']:,}", " / ".join(f"{r['val']['bpb']:.4f}" for r in runs),
-                         f"**{c['mean_bpb'][arch]:.4f}**", f"{2 ** c['mean_bpb'][arch]:.3f}",
-                         f"{sum(r['elapsed_s'] for r in runs) / len(runs):.0f}"])
+                         f"**{c['mean_bpb'][arch]:.4f}**", f"{2 ** c['mean_bpb'][arch]:.3f}"])
     ratios = [f"{corpus}: spectral-llm's perplexity is {c['byte_ppl_ratio']:.3f}x the transformer's per byte, "
               f"{c['word_ppl_ratio']:.3f}x per word ({c['bytes_per_word']:.1f} bytes/word)"
               for corpus, c in data["comparisons"].items()]
@@ -140,8 +139,8 @@ def render(data: dict) -> str:
         f"(**{data['steps'] * data['batch_size'] * data['seq_len']:,} training tokens per run**), lr {data['lr']}. "
         f"Prose = Python's documentation (lmzoo's default corpus), code = standard-library `.py` files "
         f"(Python {data['python']}); validation documents / files are held out of training ({corpora}).", "",
-        common.markdown_table(["corpus", "arch", "params", "val bits/byte per seed", "mean", "byte perplexity",
-                               "train s (mean)"], rows), "",
+        common.markdown_table(["corpus", "arch", "params", "val bits/byte per seed", "mean", "byte perplexity"],
+                              rows), "",
         "Perplexity ratio = 2^(difference in bits/byte) per byte, and that to the power bytes/word per word: "
         + "; ".join(ratios) + "."])
 
