@@ -30,8 +30,10 @@ class Claim:
     claim: str
     method: str
     command: str
-    result: str | None = None                          # results/<name>-cpu.json the verdict reads
-    judge: Callable[[dict], tuple[str, str]] | None = None  # results -> (figure, verdict)
+    result: str | tuple[str, ...] | None = None         # results/<name>-cpu.json file(s) the verdict reads
+    judge: Callable[..., tuple[str, str]] | None = None  # one results dict per file -> (figure, verdict)
+    unmeasured: str = NOT_RUN                           # what the row says while its results are missing
+    merged: bool = False  # results merged from several runs (learning curves): name the row's command, not the last run's
 
 
 def load_result(name: str) -> dict | None:
@@ -229,6 +231,147 @@ def judge_embedding_cost(data: dict) -> tuple[str, str]:
     return figure, "does not hold"
 
 
+def judge_wikipedia_perplexity(curves: dict, compression: dict) -> tuple[str, str]:
+    """Byte-level bits/byte turned into the perplexity per syllable token the seed reports:
+    2^(bits/byte x bytes per syllable token), the bytes per token measured on the same German text."""
+    final = {c["spec"]: c["val_bpb"][str(c["steps"])] for c in curves["curves"]
+             if c["spec"] in ("spike-transformer", "transformer") and str(c["steps"]) in c["val_bpb"]}
+    per_token = next(r["bytes_per_token"] for r in compression["results"]["de"]["rows"]
+                     if r["tokenizer"] == "syllable (default)")
+    ppl = {spec: 2 ** (bpb * per_token) for spec, bpb in final.items()}
+    figure = (", ".join(f"{spec} {final[spec]:.3f} bits/byte = perplexity {ppl[spec]:.0f} per syllable token"
+                        for spec in final) + f" ({per_token:.2f} bytes/token; nano, {curves['steps']} steps on "
+              f"{', '.join(curves['texts'])}, one seed)")
+    better = "better" if final.get("spike-transformer", 9) < final.get("transformer", 0) else "not better"
+    return figure, (f"not measurable as stated (no Wikipedia corpus or model of the seed's size here); "
+                    f"spike-transformer {better} than the transformer at equal steps")
+
+
+def judge_extractive_qa(data: dict) -> tuple[str, str]:
+    score = {r["arch"]: r["scores"] for r in data["runs"]}
+    figure = "; ".join(f"{arch} exact/substring on unseen articles {s['test']['exact_match']:.3f}/"
+                       f"{s['test']['substring_match']:.3f}, on its training items {s['train']['exact_match']:.3f}/"
+                       f"{s['train']['substring_match']:.3f}" for arch, s in score.items())
+    figure += (f" ({data['size']}, {data['pretrain_steps']} pre-training + {data['steps']} fine-tuning steps, "
+               f"{data['n_test']} test items)")
+    learned = max(max(s["test"]["substring_match"], s["train"]["substring_match"]) for s in score.values())
+    if learned < 0.1:
+        return figure, ("not measurable here: neither model learned the task at the training budget this CPU "
+                        "allowed (both under 10% even on their training items)")
+    spiking = score["spike-transformer"]["test"]["substring_match"]
+    if spiking >= 0.6:
+        return figure, "holds"
+    return figure, "partly" if spiking >= 0.4 else "does not hold at this size"
+
+
+def judge_mlx(*_) -> tuple[str, str]:
+    import torch
+
+    if torch.backends.mps.is_available():
+        return "-", "not measured yet: this machine has MPS; time `lmzoo train --device mps` against `--device cpu`"
+    return ("-", "not measurable here: no Apple Silicon on this machine (and lmzoo has no MLX port); "
+                 "`--device mps` is accepted by every verb that takes --device, untested for want of a Mac")
+
+
+def steps_to(curve: dict[str, float], target: float) -> float | None:
+    """First step at which the val curve reaches `target`, interpolated linearly between evaluations."""
+    points = sorted((int(step), bpb) for step, bpb in curve.items())
+    for (s0, b0), (s1, b1) in zip([(0, float("inf"))] + points, points):
+        if b1 <= target:
+            return s1 if b0 == float("inf") else s0 + (s1 - s0) * (b0 - target) / (b0 - b1)
+    return None
+
+
+def judge_convergence(curves: dict) -> tuple[str, str]:
+    found = {c["spec"]: c["val_bpb"] for c in curves["curves"] if c["spec"] in ("spectral-llm", "transformer")}
+    if len(found) < 2:
+        return "-", ("not measured yet: the learning-curve results hold no spectral-llm curve; run "
+                     "`python benchmarks/learning_curves.py --archs spectral-llm transformer`")
+    target = max(min(found[a].values()) for a in found)  # the best val bits/byte both reach
+    steps = {a: steps_to(found[a], target) for a in found}
+    ratio = steps["spectral-llm"] / steps["transformer"]
+    figure = (f"steps to val {target:.3f} bits/byte: spectral-llm {steps['spectral-llm']:.0f}, transformer "
+              f"{steps['transformer']:.0f} ({ratio:.2f}x)")
+    if ratio <= 0.85:
+        return figure, "holds"
+    return figure, "partly" if ratio < 1 else "does not hold"
+
+
+def judge_domain_text(data: dict) -> tuple[str, str]:
+    """Per word, perplexity ratio = 2^(bits/byte gap x bytes/word); the 15% is judged per word (a
+    tokenizer-independent unit; per byte the same gap is a far smaller ratio). Better = lower bits/byte
+    in every seed, so a gap within seed noise does not count."""
+    if data.get("partial") or len(data["seeds"]) < 2:
+        return "-", "not measured yet: needs at least 2 complete seeds"
+    c = data["comparisons"]
+    figure = "; ".join(f"{corpus}: val bits/byte spectral-llm {v['mean_bpb']['spectral-llm']:.3f} vs transformer "
+                       f"{v['mean_bpb']['transformer']:.3f}, perplexity {v['word_ppl_ratio']:.2f}x per word, "
+                       f"{v['byte_ppl_ratio']:.3f}x per byte" for corpus, v in c.items())
+    figure += (f" ({data['size']}, {data['steps'] * data['batch_size'] * data['seq_len']:,} training bytes per run, "
+               f"mean of {len(data['seeds'])} seeds)")
+    prose_holds = c["prose"]["spectral_better_every_seed"] and c["prose"]["word_ppl_ratio"] <= 0.85
+    better = [corpus for corpus, v in c.items() if v["spectral_better_every_seed"]]
+    if prose_holds and "code" in better:
+        return figure, "holds"
+    if better:
+        return figure, f"partly (spectral-llm better on {' and '.join(better)} only, or by less than 15%)"
+    return figure, "does not hold (the transformer is as good or better on both)"
+
+
+def judge_specialisation(curves: dict) -> tuple[str, str]:
+    final = {c["spec"]: c["val_bpb"][str(c["steps"])] for c in curves["curves"]
+             if c["spec"] in ("complexity", "transformer") and str(c["steps"]) in c["val_bpb"]}
+    if len(final) < 2:
+        return "-", ("not measured yet: the learning-curve results hold no complexity curve; run "
+                     "`python benchmarks/learning_curves.py --archs complexity transformer`")
+    gap = final["complexity"] - final["transformer"]
+    figure = f"val bits/byte complexity {final['complexity']:.3f} vs transformer {final['transformer']:.3f}"
+    if gap <= -0.02:
+        return figure, "holds"
+    return figure, "partly (within 0.02 bits/byte)" if gap < 0 else "does not hold"
+
+
+def judge_sdpa(data: dict) -> tuple[str, str]:
+    rows = data["attention"]
+    figure = "SDPA speed-up over explicit softmax attention: " + ", ".join(
+        f"L={r['length']} {r['speedup']:.2f}x" for r in rows) + " (CPU, forward)"
+    best = max(r["speedup"] for r in rows)
+    if best >= 2:
+        return figure, "holds"
+    return figure, "partly" if best >= 1.2 else "does not hold"
+
+
+def judge_routed_mlp(data: dict) -> tuple[str, str]:
+    m = data["mlp"]
+    flops, time = m["routed_flops"] / m["dense_flops"], m["routed_s"] / m["dense_s"]
+    figure = (f"token-routed MLP {flops:.3f}x the FLOPs/token and {time:.2f}x the forward time of the dense "
+              f"SwiGLU of equal parameters ({m['n_experts']} experts, {m['size']})")
+    if flops <= 0.3 and time <= 0.5:
+        return figure, "holds"
+    return figure, "partly (FLOPs fall, wall-clock less)" if flops <= 0.3 else "does not hold"
+
+
+def judge_window(data: dict) -> tuple[str, str]:
+    w = data["window"]
+    longest = max(w["rows"], key=lambda r: r["length"])
+    figure = (f"window {w['window']} vs full causal, whole {w['size']} model forward: "
+              + ", ".join(f"L={r['length']} {r['speedup']:.2f}x" for r in w["rows"]))
+    if longest["speedup"] >= 1.5:
+        return figure, "holds"
+    return figure, "partly" if longest["speedup"] >= 1.1 else "does not hold (no speed-up on this CPU)"
+
+
+def judge_presets(data: dict) -> tuple[str, str]:
+    rows = data["sizes"]
+    close = [r for r in rows if abs(r["total"] / r["stated"] - 1) <= 0.25]
+    figure = ", ".join(f"{r['size']} {r['total'] / 1e6:.0f}M (stated {r['stated'] / 1e6:.0f}M)" for r in rows)
+    figure += " at vocabulary 100,000"
+    if len(close) == len(rows):
+        return figure, "holds"
+    return figure, (f"partly ({len(close)} of {len(rows)} within 25%)" if 2 * len(close) >= len(rows)
+                    else f"does not hold ({len(close)} of {len(rows)} within 25%)")
+
+
 CLAIMS = [
     Claim("W1", "Spike-Walze", "compute (FLOPs) scales with input difficulty",
           "spike rate and measured FLOPs/token of a trained micro model on short vs long German sentences",
@@ -250,9 +393,21 @@ CLAIMS = [
     Claim("S3", "Spike Transformer", "syllable tokenizer ~2.5x compression over characters",
           "characters per token on held-out German and English text", "python benchmarks/tokenizer_compression.py",
           "tokenizer-compression", judge_syllables),
+    Claim("S4", "Spike Transformer", "perplexity 15-20 on Wikipedia",
+          "byte-level val bits/byte of the learning-curve runs (German text), converted to perplexity per syllable "
+          "token with the measured bytes/token of the syllable tokenizer; vs the transformer",
+          "python benchmarks/learning_curves.py --archs spike-transformer transformer --seeds 0 --threads 1",
+          ("learning-curves", "tokenizer-compression"), judge_wikipedia_perplexity, merged=True),
     Claim("S5", "Spike Transformer", "LoRA ~0.3% extra params, comparable to full fine-tuning",
           "LoRA parameter share per preset; Q&A accuracy after full / freeze / LoRA fine-tuning",
           "python benchmarks/finetune_methods.py", "finetune-methods", judge_lora),
+    Claim("S6", "Spike Transformer", "Q&A accuracy ~60-70% on extractive questions",
+          "extractive Q&A built by a fixed procedure from the German sample articles, test articles unseen; "
+          "pre-train, full fine-tuning, greedy answers, exact / substring match; transformer alongside",
+          "python benchmarks/extractive_qa.py", "extractive-qa", judge_extractive_qa),
+    Claim("S7", "Spike Transformer", "MLX version ~10x faster training on Apple Silicon",
+          "needs Apple hardware; lmzoo's path there is PyTorch MPS (`--device mps`)",
+          "lmzoo train ... --device mps", (), judge_mlx),
     Claim("P1", "SpectralLLM", "WikiText-103 perplexity 45.2 at 8M params",
           "byte-level training on WikiText-2 raw (what is available) vs the parameter-matched transformer",
           "python benchmarks/wikitext_compare.py --size micro --steps 500", "wikitext-compare",
@@ -260,10 +415,19 @@ CLAIMS = [
     Claim("P2", "SpectralLLM", "40% memory reduction vs an equivalent transformer",
           "peak RSS increase of a training step, parameter-matched, fresh processes",
           "python benchmarks/spectral.py", "spectral", judge_spectral_memory),
+    Claim("P3", "SpectralLLM", "training converges 15% faster",
+          "steps to reach the best val bits/byte both models reach, same training command (learning curves)",
+          "python benchmarks/learning_curves.py --archs spectral-llm transformer --seeds 0 --threads 1",
+          "learning-curves", judge_convergence, merged=True),
     Claim("P4", "SpectralLLM", "spectral parameter / compute ratios 29.7% / 74.1%", "spectral analyzer",
           "python benchmarks/spectral.py", "spectral", judge_spectral_shares),
     Claim("P5", "SpectralLLM", "spectral embeddings ~100x compute overhead", "embedding time vs table lookup",
           "python benchmarks/spectral.py", "spectral", judge_embedding_cost),
+    Claim("P6", "SpectralLLM", "technical text 15-20% better perplexity; superior on code",
+          "val bits/byte on held-out Python documentation (prose) and held-out standard-library .py files (code), "
+          "parameter-matched transformer, equal tokens, 2 seeds; perplexity ratio per word and per byte",
+          "python benchmarks/domain_text.py --size nano --steps 300 --seeds 0 1 --threads 2", "domain-text",
+          judge_domain_text),
     Claim("E1", "EFFICIA-1", "O(n) time, less memory than attention",
           "fwd+bwd time and memory, decode time and state size vs L (512..32k) against the transformer",
           "python benchmarks/long_context.py --scaling", "long-context-scaling", judge_long_context_cost),
@@ -271,16 +435,39 @@ CLAIMS = [
           "recall of values written D bytes earlier (each key has its own value symbols: a content lookup, "
           "not in-context key matching), one seed; ablations without GMG / CCU; transformer as reference",
           "python benchmarks/long_context.py --recall", "long-context-recall", judge_recall),
+    Claim("C1", "Complexity", "SDPA attention 2-4x faster", "SDPA vs explicit softmax attention, same shapes",
+          "python benchmarks/complexity_claims.py --threads 1", "complexity-claims", judge_sdpa),
+    Claim("C2", "Complexity", "token-routed MLP ~25% compute per token",
+          "MLP FLOPs (counted) and forward time vs the dense SwiGLU of equal parameters",
+          "python benchmarks/complexity_claims.py --threads 1", "complexity-claims", judge_routed_mlp),
+    Claim("C3", "Complexity", "QK-norm stabilises training",
+          "loss spikes / divergence at high learning rates with and without QK-norm",
+          "(no benchmark yet)", unmeasured="not measured yet: needs training runs at several high learning rates, "
+          "with and without QK-norm; no script does this yet"),
+    Claim("C4", "Complexity", "better perplexity through specialisation",
+          "complexity vs transformer val bits/byte, equal params and steps (learning curves)",
+          "python benchmarks/learning_curves.py --archs complexity transformer --seeds 0 --threads 1",
+          "learning-curves", judge_specialisation, merged=True),
+    Claim("C5", "Complexity", "sliding window efficient for long sequences",
+          "forward time of the whole model vs L with and without a window",
+          "python benchmarks/complexity_claims.py --threads 1", "complexity-claims", judge_window),
+    Claim("C6", "Complexity", "preset sizes (tiny ~15M ... 1b)", "true parameter counts per preset at the seed's vocabulary",
+          "python benchmarks/complexity_claims.py --threads 1", "complexity-claims", judge_presets),
 ]
 
 
 def row(claim: Claim) -> list[str]:
-    data = load_result(claim.result) if claim.result else None
-    if data is None or claim.judge is None:
-        return [claim.key, claim.seed, claim.claim, claim.method, f"`{claim.command}`", "-", f"*{NOT_RUN}*"]
-    figure, verdict = claim.judge(data)
-    return [claim.key, claim.seed, claim.claim, claim.method, f"`{data.get('command', claim.command)}` "
-            f"({data.get('date', '?')})", figure, f"**{verdict}**"]
+    names = (claim.result,) if isinstance(claim.result, str) else claim.result or ()
+    results = [load_result(name) for name in names]
+    if claim.judge is None or any(r is None for r in results):
+        return [claim.key, claim.seed, claim.claim, claim.method, f"`{claim.command}`", "-", f"*{claim.unmeasured}*"]
+    figure, verdict = claim.judge(*results)
+    data = results[0] if results else {"command": claim.command, "date": common.now()}
+    if verdict.startswith(NOT_RUN):
+        return [claim.key, claim.seed, claim.claim, claim.method, f"`{claim.command}`", figure, f"*{verdict}*"]
+    command = claim.command if claim.merged else data.get("command", claim.command)
+    return [claim.key, claim.seed, claim.claim, claim.method, f"`{command}` ({data.get('date', '?')})", figure,
+            f"**{verdict}**"]
 
 
 def render() -> str:
@@ -289,16 +476,18 @@ def render() -> str:
         "# Claims ledger", "",
         "Every efficiency or quality claim a seed makes, measured on lmzoo's causal implementation. This page is "
         "written by `python benchmarks/claims.py` from the results in `benchmarks/results/`; each verdict comes "
-        "from a fixed rule in that script (read it there), never by hand. Rows of architectures not built yet "
-        "are added with them.", "",
+        "from a fixed rule in that script (read it there), never by hand. Rows whose benchmark has not run yet "
+        "say so, with the command that measures them.", "",
         common.markdown_table(header, [row(c) for c in CLAIMS]), ""])
 
 
 def measure() -> None:
     # W4's run trains the checkpoint W1 measures, so it goes first.
     order = ["W2", "W4", "W1", "W3", "S3", "S1", "S5", "P1", "P2"]
+    done: set[str] = set()  # a command several rows read (S1/S2, P2/P4/P5, C1/C2/C5/C6) runs once
     for claim in sorted(CLAIMS, key=lambda c: order.index(c.key) if c.key in order else len(order)):
-        if claim.command.startswith("python ") and claim.key not in ("S2", "P4", "P5"):  # from S1's / P2's run
+        if claim.command.startswith("python ") and claim.command not in done:
+            done.add(claim.command)
             subprocess.run([sys.executable, *claim.command.split()[1:]], cwd=common.ROOT, check=True)
 
 

@@ -1,7 +1,7 @@
 """The seeds' own entry points, so code written against a seed's README runs on lmzoo unchanged.
 
     from lmzoo.seed_api import ComplexityForCausalLM, create_complexity_model   # Complexity
-    from lmzoo.seed_api import SpectralConfig, SpectralLLM                       # SpectralLLM
+    from lmzoo.seed_api import SpectralConfig, SpectralLLM, SpectralAnalyzer     # SpectralLLM
 
 Each is a thin name over lmzoo's own classes; nothing else in lmzoo uses them.
 """
@@ -13,6 +13,10 @@ from dataclasses import InitVar, dataclass
 from lmzoo.models import spectral_llm
 from lmzoo.models.complexity import ComplexityLM
 from lmzoo.registry import create_model
+from lmzoo.spectral_analysis import SpectralAnalyzer  # the seed's spectralllm.analysis.SpectralAnalyzer
+
+__all__ = ["COMPLEXITY_SEED_NAMES", "ComplexityForCausalLM", "SpectralAnalyzer", "SpectralConfig", "SpectralLLM",
+           "create_complexity_model"]
 
 # ---- Complexity ---------------------------------------------------------------------------------
 ComplexityForCausalLM = ComplexityLM

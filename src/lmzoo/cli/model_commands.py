@@ -71,7 +71,7 @@ def register(verbs) -> None:
     p.add_argument("--seq-len", type=int, default=256, help="evaluation window length (default: 256)")
     p.add_argument("--batch-size", type=int, default=8, help="windows (--qa: questions) per batch (default: 8)")
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run_eval)
 
@@ -84,7 +84,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default: 1)")
     p.add_argument("--stop", action="append", default=[], help="stop string; repeatable")
     p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N or mps")
 
 
 def load_model_and_tokenizer(directory: str, device: torch.device):

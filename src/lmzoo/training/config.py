@@ -126,7 +126,7 @@ class LoopConfig(FlagConfig):
     activation_checkpointing: bool = flag_field(
         False, "recompute each block's activations in the backward pass instead of storing them "
                "(less memory for about a third more compute)")
-    device: str = flag_field("auto", "cpu, cuda, cuda:N, or auto (CUDA when available)")
+    device: str = flag_field("auto", "auto (CUDA when available), cpu, cuda, cuda:N or mps (Apple Silicon)")
     threads: int | None = flag_field(None, "CPU threads for torch (default: torch's choice)")
     seed: int = flag_field(0, "seed for the initialisation (of the model or the adapters) and the data order")
     nan_policy: str = flag_field("skip", "on a non-finite loss or gradient: skip the update (and count it) "
