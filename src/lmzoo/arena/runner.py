@@ -165,7 +165,7 @@ def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: t
         bar.set_description(key)
         model = entries[f"final/{arch}/seed0"]["checkpoint"]
         request = {"model": model, "data": state["data"]["dir"], "device": settings.device, "dtype": settings.dtype,
-                   "threads": settings.threads, "seq_len": p.seq_len, "batch_size": p.batch_size,
+                   "threads": settings.threads or torch.get_num_threads(), "seq_len": p.seq_len, "batch_size": p.batch_size,
                    "contexts": list(p.contexts), "decode_tokens": p.decode_tokens, "lengths": list(p.lengths),
                    "long_lengths": list(p.long_lengths), "timeout": p.probe_timeout}
         entries[key] = {"kind": "probe", "arch": arch, "probe": run_probes(request)}
@@ -214,7 +214,7 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
     entries = state["entries"]
     entries[key] = {"kind": key.split("/")[0], "arch": arch, "lr": lr, "seed": seed, "run_dir": run_dir,
                     "planned_steps": steps, "deadline_s": deadline, "step_seconds_estimate": step_seconds,
-                    "checkpoint": result.summary["final_checkpoint"], "summary": result.summary,
+                    "checkpoint": result.summary["final_checkpoint"] if key.startswith("final/") else None, "summary": result.summary,
                     "val": result.val, "test": result.test}
     _save(out, state)
     if key.startswith("sweep/"):  # only its curve and numbers are kept: the weights are 3x the model's size
