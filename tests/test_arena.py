@@ -164,3 +164,26 @@ def test_bad_profile_values_are_refused():
         make_profile("quick", lrs=[0.0])
     with pytest.raises(LmzooError, match="--contexts"):
         make_profile("quick", contexts=[0])
+
+
+@pytest.mark.slow  # two sweeps and two timed runs per architecture: ~30 s on 2 cores
+def test_a_seconds_budget_run_stops_on_time(tmp_path):
+    (tmp_path / "train.txt").write_text(TEXT)
+    argv = ["--threads", "1", "arena", "--data", str(tmp_path / "train.txt"), "--archs", *ARCHS,
+            *TINY[2:], "--budget-seconds", "2", "--out", str(tmp_path / "out")]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    state = json.loads((tmp_path / "out/arena.json").read_text())
+    for arch in ARCHS:
+        for seed in (0, 1):
+            entry = state["entries"][f"final/{arch}/seed{seed}"]
+            assert entry["planned_steps"] == max(1, int(2 // entry["step_seconds_estimate"]))
+            assert entry["deadline_s"] == pytest.approx(2 * runner.DEADLINE_SLACK)
+            summary = entry["summary"]
+            # on time: within the guard plus the one step that was running when it fired
+            assert summary["train_seconds"] <= entry["deadline_s"] + 5 * entry["step_seconds_estimate"] + 1
+            assert summary["stopped_by_deadline"] == (summary["step"] < entry["planned_steps"])
+    assert "per run" in (tmp_path / "out/results.md").read_text()

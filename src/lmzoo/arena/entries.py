@@ -98,11 +98,20 @@ def train_entry(cfg: TrainConfig, deadline_s: float | None, test_data=None) -> E
             interrupted = stop.requested and stop.signal_name != DEADLINE
             val = test = None
             if not interrupted:
-                val = _metrics(trainer, task.val_data, cfg)
+                val = _last_eval(trainer) or _metrics(trainer, task.val_data, cfg)
                 test = _metrics(trainer, test_data, cfg) if test_data is not None else None
     finally:
         shutdown(env, wait_for_peers=False)
     return EntryResult(summary, val or {}, test, interrupted)
+
+
+def _last_eval(trainer: Trainer) -> dict | None:
+    """The trainer's evaluation after the last step (None when this attempt made none, as when it
+    resumed a finished run)."""
+    row = trainer.last_eval
+    if row is None or row["step"] != trainer.progress.step or row.get("val_loss") is None:
+        return None
+    return {"loss": row["val_loss"], "bpb": row["val_bpb"], "ppl": row["val_ppl"], "tokens": row["val_tokens"]}
 
 
 def _metrics(trainer: Trainer, data, cfg: TrainConfig) -> dict:

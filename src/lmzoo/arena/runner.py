@@ -200,10 +200,11 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
 
     bar.set_description(key)
     p = settings.profile
-    eval_interval = max(1, steps // p.evals)
+    # A sweep run needs only its final val loss; a final run's evaluations are its curve's points.
+    eval_interval = 0 if key.startswith("sweep/") else max(1, steps // p.evals)
     cfg = TrainConfig(arch=arch, size=p.size, data=state["data"]["dir"], out=str(out / run_dir), seq_len=p.seq_len,
                       batch_size=p.batch_size, max_steps=steps, lr=lr, warmup_steps=round(p.warmup_fraction * steps),
-                      eval_interval=eval_interval, eval_batches=p.eval_batches, log_interval=min(10, eval_interval),
+                      eval_interval=eval_interval, eval_batches=p.eval_batches, log_interval=min(10, eval_interval or steps),
                       checkpoint_interval=0, keep_last=1, device=settings.device, dtype=settings.dtype, seed=seed,
                       threads=settings.threads)
     test = state["data"]["test_dir"]
