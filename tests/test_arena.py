@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lmzoo.arena.runner as runner
-from lmzoo.arena import ArenaSettings, make_profile, run_arena
+from lmzoo.arena import ArenaSettings, make_profile
 from lmzoo.arena.entries import DEADLINE, Deadline
 from lmzoo.arena.probes import fitted_exponent
 from lmzoo.arena.report import spread

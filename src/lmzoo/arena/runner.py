@@ -51,8 +51,7 @@ def run_arena(settings: ArenaSettings, out: str | os.PathLike, log: Callable[[st
         state = _open_state(out, settings)
         _prepare_data(settings, out, state)
         plan = [key for arch in settings.archs for key in _entry_keys(settings, arch)]
-        bar = tqdm(total=len(plan), initial=sum(k in state["entries"] for k in plan), unit="entry",
-                   dynamic_ncols=True, disable=None, file=sys.stderr)
+        bar = Progress(len(plan), sum(k in state["entries"] for k in plan))
         try:
             for arch in settings.archs:
                 _run_arch(settings, arch, out, state, bar, log)
@@ -144,7 +143,7 @@ def _entry_keys(settings: ArenaSettings, arch: str) -> list[str]:
             + [f"final/{arch}/seed{seed}" for seed in range(settings.seeds)] + [f"probe/{arch}"])
 
 
-def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: tqdm, log) -> None:
+def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: Progress, log) -> None:
     entries = state["entries"]
     p = settings.profile
     sweep_steps = p.sweep_steps
@@ -162,7 +161,7 @@ def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: t
                    step_seconds=step_seconds)
     key = f"probe/{arch}"
     if key not in entries:
-        bar.set_description(key)
+        bar.start(key)
         model = entries[f"final/{arch}/seed0"]["checkpoint"]
         request = {"model": model, "data": state["data"]["dir"], "device": settings.device, "dtype": settings.dtype,
                    "threads": settings.threads or torch.get_num_threads(), "seq_len": p.seq_len, "batch_size": p.batch_size,
@@ -170,9 +169,8 @@ def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: t
                    "long_lengths": list(p.long_lengths), "timeout": p.probe_timeout}
         entries[key] = {"kind": "probe", "arch": arch, "probe": run_probes(request)}
         _save(out, state)
-        bar.update()
         speeds = [f"{d['decode_tok_s']:,.0f} tok/s @{d['context']}" for d in entries[key]["probe"]["decode"]]
-        log(f"{key}: decode {', '.join(speeds)}")
+        log(f"{bar.finish()} {key}: decode {', '.join(speeds)}")
 
 
 def _token_steps(settings: ArenaSettings) -> int:
@@ -195,10 +193,10 @@ def _final_plan(settings: ArenaSettings, arch: str, entries: dict) -> tuple[floa
 
 
 def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, steps: int, deadline: float | None,
-           run_dir: str, out: Path, state: dict, bar: tqdm, log, step_seconds: float | None = None) -> None:
+           run_dir: str, out: Path, state: dict, bar: Progress, log, step_seconds: float | None = None) -> None:
     from lmzoo.data import TokenDataset
 
-    bar.set_description(key)
+    bar.start(key)
     p = settings.profile
     # A sweep run needs only its final val loss; a final run's evaluations are its curve's points.
     eval_interval = 0 if key.startswith("sweep/") else max(1, steps // p.evals)
@@ -220,10 +218,35 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
     _save(out, state)
     if key.startswith("sweep/"):  # only its curve and numbers are kept: the weights are 3x the model's size
         shutil.rmtree(out / run_dir / "checkpoints", ignore_errors=True)
-    bar.update()
     guard = " (stopped by the time guard)" if result.summary["stopped_by_deadline"] else ""
-    log(f"{key}: val bpb {result.val['bpb']:.3f} after {result.summary['step']} steps, "
+    log(f"{bar.finish()} {key}: val bpb {result.val['bpb']:.3f} after {result.summary['step']} steps, "
         f"{result.summary['train_seconds']:.1f} s{guard}")
+
+
+class Progress:
+    """Entries done out of the plan, shown by a tqdm bar on a terminal and as `[done/total, ETA]`
+    at the head of each log line (the ETA assumes the remaining entries take as long as this
+    session's have on average)."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.done_before = total, done, done
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=total, initial=done, unit="entry", dynamic_ncols=True, disable=None, file=sys.stderr)
+
+    def start(self, key: str) -> None:
+        self.bar.set_description(key)
+
+    def finish(self) -> str:
+        self.done += 1
+        self.bar.update()
+        head = f"[{self.done}/{self.total}"
+        if self.done < self.total:
+            seconds = (time.perf_counter() - self.started) / (self.done - self.done_before)
+            head += f", ETA {seconds * (self.total - self.done) / 60:.1f} min"
+        return head + "]"
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _plots(state: dict, out: Path, log) -> list[str]:

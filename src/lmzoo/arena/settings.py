@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lmzoo.errors import LmzooError
@@ -68,7 +68,6 @@ class ArenaSettings:
     profile: Profile
     dtype: str = "auto"            # bf16 autocast on CUDA, fp32 on CPU
     threads: int | None = None
-    notes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """As stored in arena.json (tuples as lists), so a rerun's settings compare equal."""
