@@ -187,3 +187,14 @@ def test_a_seconds_budget_run_stops_on_time(tmp_path):
             assert summary["train_seconds"] <= entry["deadline_s"] + 5 * entry["step_seconds_estimate"] + 1
             assert summary["stopped_by_deadline"] == (summary["step"] < entry["planned_steps"])
     assert "per run" in (tmp_path / "out/results.md").read_text()
+
+
+def test_a_damaged_entry_in_arena_json_is_a_one_line_error(arena, tmp_path, capsys):
+    root, argv = arena
+    copy = tmp_path / "out"
+    state = json.loads((root / "out/arena.json").read_text())
+    state["entries"]["final/transformer/seed0"]["run_dir"] = "../../elsewhere"
+    copy.mkdir()
+    (copy / "arena.json").write_text(json.dumps(state))
+    assert main([*argv[:-1], str(copy)]) == 2
+    assert "entry 'final/transformer/seed0' of" in capsys.readouterr().err

@@ -75,8 +75,7 @@ def _open_state(out: Path, settings: ArenaSettings) -> dict:
             changed = sorted(k for k in wanted if state.get("settings", {}).get(k) != wanted[k])
             raise LmzooError(f"--out {out} holds an arena run with other settings (differs in {', '.join(changed)}); "
                              "rerun with the same options to resume it, or choose another --out")
-        if not isinstance(state.get("entries"), dict):
-            raise LmzooError(f"{path} has no entries table; the arena record is damaged, choose another --out")
+        _check_entries(state.get("entries"), path)
         return state
     if out.exists() and any(out.iterdir()):
         raise LmzooError(f"--out {out} is not empty and holds no {ARENA_FILE}; lmzoo writes an arena only into a "
@@ -86,6 +85,31 @@ def _open_state(out: Path, settings: ArenaSettings) -> dict:
              "started": _now(), "entries": {}}
     _save(out, state)
     return state
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_entries(entries, path: Path) -> None:
+    """What a resume reads back from arena.json must have the shape the arena wrote."""
+    if not isinstance(entries, dict):
+        raise LmzooError(f"{path} has no entries table; the arena record is damaged, choose another --out")
+    for key, entry in entries.items():
+        kind = key.split("/")[0]
+        ok = isinstance(entry, dict) and entry.get("kind") == kind and isinstance(entry.get("arch"), str)
+        if ok and kind == "probe":
+            ok = isinstance(entry.get("probe"), dict)
+        elif ok:
+            run_dir, summary, val = entry.get("run_dir"), entry.get("summary"), entry.get("val")
+            ok = (isinstance(run_dir, str) and not Path(run_dir).is_absolute() and ".." not in Path(run_dir).parts
+                  and _is_number(entry.get("lr")) and isinstance(summary, dict) and isinstance(val, dict)
+                  and isinstance(summary.get("step"), int) and summary["step"] >= 1
+                  and _is_number(summary.get("train_seconds")) and _is_number(summary.get("tokens"))
+                  and _is_number(val.get("loss")) and _is_number(val.get("bpb")))
+        if not ok:
+            raise LmzooError(f"entry '{key}' of {path} is damaged; remove that entry from the file to train it again, "
+                             "or choose another --out")
 
 
 def _save(out: Path, state: dict) -> None:
