@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -35,9 +36,12 @@ SWEEP_SHARE = 0.1
 
 def run_probes(request: dict, python: str = sys.executable) -> dict:
     """Run the probes of `request` in a fresh interpreter; raise a one-line error if it fails."""
+    # The child imports the lmzoo this process runs (a relative or absent PYTHONPATH could name another).
+    source = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (source, os.environ.get("PYTHONPATH"))))}
     try:
         done = subprocess.run([python, "-m", "lmzoo.arena.probes"], input=json.dumps(request), text=True,
-                              capture_output=True, timeout=request["timeout"])
+                              capture_output=True, timeout=request["timeout"], env=env)
     except subprocess.TimeoutExpired:
         raise LmzooError(f"the cost probes of {request['model']} took over {request['timeout']:.0f} s; "
                          "shorten --contexts/--lengths") from None
