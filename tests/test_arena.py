@@ -14,7 +14,8 @@ from lmzoo.errors import LmzooError
 
 pytest.importorskip("matplotlib")  # the dev extra installs it; the arena writes its PNGs with it
 
-TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times.\n" for i in range(400))
+TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog {i * 7 % 13} times.\n"
+               for i in range(400))
 TINY = ["--budget-tokens", "128", "--seeds", "2", "--lrs", "0.001", "0.01", "--sweep-steps", "1", "--seq-len", "16",
         "--batch-size", "2", "--evals", "2", "--eval-batches", "1", "--contexts", "8", "--decode-tokens", "1",
         "--lengths", "16", "32", "--device", "cpu"]
@@ -27,8 +28,8 @@ def arena(tmp_path_factory):
     (root / "train.txt").write_text(TEXT)
     (root / "test.txt").write_text(TEXT[::-1])
     # One thread: tiny models on a shared 2-core machine spend a second thread spin-waiting.
-    argv = ["--threads", "1", "arena", "--data", str(root / "train.txt"), "--test", str(root / "test.txt"), "--archs", *ARCHS,
-            *TINY, "--out", str(root / "out")]
+    argv = ["--threads", "1", "arena", "--data", str(root / "train.txt"), "--test", str(root / "test.txt"),
+            "--archs", *ARCHS, *TINY, "--out", str(root / "out")]
     threads = torch.get_num_threads()
     assert main(argv) == 0
     yield root, argv
@@ -115,8 +116,7 @@ def test_other_settings_or_a_foreign_out_are_refused(arena, tmp_path, capsys):
                                             ([], "one of the arguments --budget-tokens --budget-seconds")])
 def test_bad_budgets_are_one_line_errors(budget, message, tmp_path, capsys):
     (tmp_path / "t.txt").write_text(TEXT)
-    # One thread: tiny models on a shared 2-core machine spend a second thread spin-waiting.
-    argv = ["--threads", "1", "arena", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "out"), "--seq-len", "16",
+    argv = ["arena", "--data", str(tmp_path / "t.txt"), "--out", str(tmp_path / "out"), "--seq-len", "16",
             "--batch-size", "2", *budget]
     assert main(argv) == 2
     err = capsys.readouterr().err

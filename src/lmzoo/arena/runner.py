@@ -188,9 +188,9 @@ def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: P
         bar.start(key)
         model = entries[f"final/{arch}/seed0"]["checkpoint"]
         request = {"model": model, "data": state["data"]["dir"], "device": settings.device, "dtype": settings.dtype,
-                   "threads": settings.threads or torch.get_num_threads(), "seq_len": p.seq_len, "batch_size": p.batch_size,
-                   "contexts": list(p.contexts), "decode_tokens": p.decode_tokens, "lengths": list(p.lengths),
-                   "long_lengths": list(p.long_lengths), "timeout": p.probe_timeout}
+                   "threads": settings.threads or torch.get_num_threads(), "seq_len": p.seq_len,
+                   "batch_size": p.batch_size, "contexts": list(p.contexts), "decode_tokens": p.decode_tokens,
+                   "lengths": list(p.lengths), "long_lengths": list(p.long_lengths), "timeout": p.probe_timeout}
         entries[key] = {"kind": "probe", "arch": arch, "probe": run_probes(request)}
         _save(out, state)
         speeds = [f"{d['decode_tok_s']:,.0f} tok/s @{d['context']}" for d in entries[key]["probe"]["decode"]]
@@ -226,9 +226,9 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
     eval_interval = 0 if key.startswith("sweep/") else max(1, steps // p.evals)
     cfg = TrainConfig(arch=arch, size=p.size, data=state["data"]["dir"], out=str(out / run_dir), seq_len=p.seq_len,
                       batch_size=p.batch_size, max_steps=steps, lr=lr, warmup_steps=round(p.warmup_fraction * steps),
-                      eval_interval=eval_interval, eval_batches=p.eval_batches, log_interval=min(10, eval_interval or steps),
-                      checkpoint_interval=0, keep_last=1, device=settings.device, dtype=settings.dtype, seed=seed,
-                      threads=settings.threads)
+                      eval_interval=eval_interval, eval_batches=p.eval_batches,
+                      log_interval=min(10, eval_interval or steps), checkpoint_interval=0, keep_last=1,
+                      device=settings.device, dtype=settings.dtype, seed=seed, threads=settings.threads)
     test = state["data"]["test_dir"]
     result = train_entry(cfg, deadline, TokenDataset(test, "val") if test and key.startswith("final/") else None)
     if result.interrupted:
@@ -237,8 +237,8 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
     entries = state["entries"]
     entries[key] = {"kind": key.split("/")[0], "arch": arch, "lr": lr, "seed": seed, "run_dir": run_dir,
                     "planned_steps": steps, "deadline_s": deadline, "step_seconds_estimate": step_seconds,
-                    "checkpoint": result.summary["final_checkpoint"] if key.startswith("final/") else None, "summary": result.summary,
-                    "val": result.val, "test": result.test}
+                    "checkpoint": result.summary["final_checkpoint"] if key.startswith("final/") else None,
+                    "summary": result.summary, "val": result.val, "test": result.test}
     _save(out, state)
     if key.startswith("sweep/"):  # only its curve and numbers are kept: the weights are 3x the model's size
         shutil.rmtree(out / run_dir / "checkpoints", ignore_errors=True)
@@ -255,7 +255,8 @@ class Progress:
     def __init__(self, total: int, done: int):
         self.total, self.done, self.done_before = total, done, done
         self.started = time.perf_counter()
-        self.bar = tqdm(total=total, initial=done, unit="entry", dynamic_ncols=True, disable=None, file=sys.stderr)
+        self.bar = tqdm(total=total, initial=done, unit="entry", dynamic_ncols=True, disable=None,  # terminal only
+                        file=sys.stderr)
 
     def start(self, key: str) -> None:
         self.bar.set_description(key)

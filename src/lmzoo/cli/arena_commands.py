@@ -52,7 +52,8 @@ def run_arena_verb(args) -> None:
     from lmzoo.registry import list_architectures
 
     overrides = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in PROFILE_FLAGS}
-    kind, budget = ("tokens", args.budget_tokens) if args.budget_tokens is not None else ("seconds", args.budget_seconds)
+    by_tokens = args.budget_tokens is not None
+    kind, budget = ("tokens", args.budget_tokens) if by_tokens else ("seconds", args.budget_seconds)
     settings = ArenaSettings(
         data=str(Path(args.data).resolve()), test=str(Path(args.test).resolve()) if args.test else None,
         budget_kind=kind, budget=budget, archs=tuple(args.archs or list_architectures()), seeds=args.seeds,
