@@ -135,7 +135,7 @@ def _train_memory(model, request: dict, meter: Meter, dtype) -> dict:
     return {"peak_mb": peak, "before_mb": before, "increase_mb": peak - before}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: caches a model grows here (RoPE tables) are reused in training below
 def _decode(model, context: int, new_tokens: int, meter: Meter, dtype) -> dict:
     """Time to first token after a `context`-token prompt (prefill in chunks), then greedy decode speed."""
     model.eval()

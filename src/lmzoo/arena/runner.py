@@ -91,6 +91,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _inside(path) -> bool:
+    """A relative path that stays inside the arena directory."""
+    return isinstance(path, str) and bool(path) and not Path(path).is_absolute() and ".." not in Path(path).parts
+
+
 def _check_entries(entries, path: Path) -> None:
     """What a resume reads back from arena.json must have the shape the arena wrote."""
     if not isinstance(entries, dict):
@@ -102,7 +107,7 @@ def _check_entries(entries, path: Path) -> None:
             ok = isinstance(entry.get("probe"), dict)
         elif ok:
             run_dir, summary, val = entry.get("run_dir"), entry.get("summary"), entry.get("val")
-            ok = (isinstance(run_dir, str) and not Path(run_dir).is_absolute() and ".." not in Path(run_dir).parts
+            ok = (_inside(run_dir) and (kind == "sweep" or _inside(entry.get("checkpoint")))
                   and _is_number(entry.get("lr")) and isinstance(summary, dict) and isinstance(val, dict)
                   and isinstance(summary.get("step"), int) and summary["step"] >= 1
                   and _is_number(summary.get("train_seconds")) and _is_number(summary.get("tokens"))
@@ -186,7 +191,7 @@ def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: P
     key = f"probe/{arch}"
     if key not in entries:
         bar.start(key)
-        model = entries[f"final/{arch}/seed0"]["checkpoint"]
+        model = str(out / entries[f"final/{arch}/seed0"]["checkpoint"])
         request = {"model": model, "data": state["data"]["dir"], "device": settings.device, "dtype": settings.dtype,
                    "threads": settings.threads or torch.get_num_threads(), "seq_len": p.seq_len,
                    "batch_size": p.batch_size, "contexts": list(p.contexts), "decode_tokens": p.decode_tokens,
@@ -195,6 +200,11 @@ def _run_arch(settings: ArenaSettings, arch: str, out: Path, state: dict, bar: P
         _save(out, state)
         speeds = [f"{d['decode_tok_s']:,.0f} tok/s @{d['context']}" for d in entries[key]["probe"]["decode"]]
         log(f"{bar.finish()} {key}: decode {', '.join(speeds)}")
+
+
+def _relative(path: str, out: Path) -> str:
+    """A path inside `out` as arena.json keeps it: relative, so the arena directory can be moved."""
+    return str(Path(path).resolve().relative_to(out.resolve()))
 
 
 def _token_steps(settings: ArenaSettings) -> int:
@@ -235,9 +245,10 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
         _save(out, state)
         raise KeyboardInterrupt  # the trainer saved a checkpoint and said so; a rerun resumes this entry
     entries = state["entries"]
+    checkpoint = _relative(result.summary["final_checkpoint"], out) if key.startswith("final/") else None
     entries[key] = {"kind": key.split("/")[0], "arch": arch, "lr": lr, "seed": seed, "run_dir": run_dir,
                     "planned_steps": steps, "deadline_s": deadline, "step_seconds_estimate": step_seconds,
-                    "checkpoint": result.summary["final_checkpoint"] if key.startswith("final/") else None,
+                    "checkpoint": checkpoint,
                     "summary": result.summary, "val": result.val, "test": result.test}
     _save(out, state)
     if key.startswith("sweep/"):  # only its curve and numbers are kept: the weights are 3x the model's size
