@@ -94,8 +94,9 @@ def train_entry(cfg: TrainConfig, deadline_s: float | None, test_data=None) -> E
             trainer = Trainer(cfg, env, stop, task, verbose=False)
             summary = trainer.fit()
             summary["train_seconds"] = task.train_seconds()
-            summary["stopped_by_deadline"] = stop.signal_name == DEADLINE
-            interrupted = stop.requested and stop.signal_name != DEADLINE
+            stopped = summary["status"] == "interrupted"  # before its last step
+            summary["stopped_by_deadline"] = stopped and stop.signal_name == DEADLINE
+            interrupted = stopped and stop.signal_name != DEADLINE
             val = test = None
             if not interrupted:
                 val = _last_eval(trainer) or _metrics(trainer, task.val_data, cfg)
