@@ -92,6 +92,10 @@ VERBS = {  # a valid invocation per verb; each case changes one option of it
     ("energy",): ["transformer", "--data", "{text}", "--seq-len", "16", "--max-tokens", "64"],
     ("analyze",): ["spectral-llm", "--seq-len", "16"],
     ("plot",): ["{run}", "--out", "{new}"],
+    ("arena",): ["--data", "{text}", "--out", "{new}", "--budget-tokens", "64", "--archs", "transformer",
+                 "--seeds", "1", "--lrs", "0.001", "--sweep-steps", "1", "--seq-len", "16", "--batch-size", "2",
+                 "--evals", "1", "--eval-batches", "1", "--contexts", "8", "--decode-tokens", "1", "--lengths", "16",
+                 "--device", "cpu"],
 }
 
 SAMPLING = {"--max-new-tokens": "count0", "--temperature": "nonnegative", "--top-k": "count0",
@@ -161,6 +165,11 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
     ("analyze",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
                    "--json": "out_file"},
     ("plot",): {"runs": "run_dir", "--out": "out_dir"},
+    ("arena",): {"--data": "input", "--test": "input", "--budget-tokens": "positive", "--budget-seconds": "positive",
+                 "--archs": "arch", "--seeds": "count", "--quick": "flag", "--full": "flag", "--device": "device",
+                 "--dtype": "choice", "--out": "out_dir", "--size": "size_preset", "--seq-len": "size",
+                 "--batch-size": "size", "--lrs": "positive", "--sweep-steps": "count", "--evals": "count",
+                 "--eval-batches": "count", "--contexts": "count", "--decode-tokens": "count", "--lengths": "count"},
 }
 # Verbs that write, each with an invocation that writes, for the full-disk and unwritable cases.
 WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "train"), ("train",), ("demo",),
@@ -168,6 +177,7 @@ WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "tr
 WRITERS[("energy",)] = [*VERBS[("energy",)], "--json", "{new}.json"]
 WRITERS[("analyze",)] = [*VERBS[("analyze",)], "--json", "{new}.json"]
 WRITERS[("plot",)] = VERBS[("plot",)]
+WRITERS[("arena",)] = VERBS[("arena",)]
 WRITERS[("eval",)] = ["{model}", "--qa", "{qa}", "--out", "{new}.jsonl", "--max-new-tokens", "2", "--device", "cpu"]
 
 

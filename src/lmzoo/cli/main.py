@@ -47,6 +47,7 @@ def describe_os_error(err: OSError) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     from lmzoo.cli import (
         analysis_commands,
+        arena_commands,
         collect_commands,
         data_commands,
         finetune_commands,
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch (default: torch's choice)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in (model_commands, data_commands, collect_commands, train_commands, finetune_commands,
-                   analysis_commands, plot_commands):
+                   analysis_commands, plot_commands, arena_commands):
         module.register(verbs)
     return parser
 
