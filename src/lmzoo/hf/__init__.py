@@ -15,11 +15,13 @@ except ImportError:
 
 from lmzoo.hf.cache import LmzooCache
 from lmzoo.hf.configuration import LmzooConfig, config_class, config_for
+from lmzoo.hf.export import export_hf
 from lmzoo.hf.modeling import LmzooForCausalLM, model_class, register, to_hf
+from lmzoo.hf.tokenization import to_hf_tokenizer
 from lmzoo.registry import list_architectures
 
 for _arch in list_architectures():
     register(_arch)
 
-__all__ = ["LmzooCache", "LmzooConfig", "LmzooForCausalLM", "config_class", "config_for", "model_class",
-           "register", "to_hf"]
+__all__ = ["LmzooCache", "LmzooConfig", "LmzooForCausalLM", "config_class", "config_for", "export_hf",
+           "model_class", "register", "to_hf", "to_hf_tokenizer"]

@@ -116,6 +116,17 @@ def register(arch: str) -> None:
     # from_pretrained did not load.)
     add_prefix = WeightRenaming(source_patterns=r"^(?:(?!model\.))(.+)", target_patterns=r"model\.\1")
     register_checkpoint_conversion_mapping(cls.__name__, [add_prefix], overwrite=True)
+    register_lora_targets(cfg_cls.model_type, get_architecture(arch).model_cls.lora_targets)
+
+
+def register_lora_targets(model_type: str, targets: tuple[str, ...]) -> None:
+    """peft's default LoRA targets for `model_type`: the architecture's declared `lora_targets` (the
+    token mixers' input projections), so `LoraConfig()` needs no `target_modules`."""
+    try:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+    except ImportError:  # peft is optional
+        return
+    DEFAULTS[model_type] = list(targets)
 
 
 def to_hf(lm) -> LmzooForCausalLM:
