@@ -12,11 +12,14 @@ def register(verbs) -> None:
 
 
 def run_export_hf(args) -> None:
+    import transformers
+
     import lmzoo
     from lmzoo.hf.export import EXPORT_KIND, export_hf, is_export_dir
     from lmzoo.io import check_replaceable
 
     check_replaceable(args.out, is_export_dir, EXPORT_KIND)  # before loading the model
+    transformers.utils.logging.disable_progress_bar()  # one line per problem on stderr, nothing else
     model = lmzoo.load(args.model)
     out = export_hf(model, args.out)
     print(f"wrote {out}; load it with:\n"

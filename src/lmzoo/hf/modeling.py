@@ -7,7 +7,10 @@ directory's `model.safetensors` is the one `lmzoo.load()` reads.
 """
 from __future__ import annotations
 
+import re
+
 import torch
+from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightRenaming
@@ -16,7 +19,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from lmzoo.errors import LmzooError
 from lmzoo.hf.cache import LmzooCache
 from lmzoo.hf.configuration import LmzooConfig, config_class, config_for
-from lmzoo.registry import get_architecture
+from lmzoo.registry import get_architecture, make_config
 
 
 class LmzooForCausalLM(PreTrainedModel, GenerationMixin):
@@ -116,17 +119,29 @@ def register(arch: str) -> None:
     # from_pretrained did not load.)
     add_prefix = WeightRenaming(source_patterns=r"^(?:(?!model\.))(.+)", target_patterns=r"model\.\1")
     register_checkpoint_conversion_mapping(cls.__name__, [add_prefix], overwrite=True)
-    register_lora_targets(cfg_cls.model_type, get_architecture(arch).model_cls.lora_targets)
+    register_lora_targets(arch, cfg_cls.model_type)
 
 
-def register_lora_targets(model_type: str, targets: tuple[str, ...]) -> None:
-    """peft's default LoRA targets for `model_type`: the architecture's declared `lora_targets` (the
-    token mixers' input projections), so `LoraConfig()` needs no `target_modules`."""
+def register_lora_targets(arch: str, model_type: str) -> None:
+    """peft's default LoRA targets for `model_type`: the Linear layers named in the architecture's
+    `lora_targets` (the token mixers' input projections), so `LoraConfig()` needs no `target_modules`."""
     try:
         from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
     except ImportError:  # peft is optional
         return
-    DEFAULTS[model_type] = list(targets)
+    DEFAULTS[model_type] = lora_target_pattern(arch)
+
+
+def lora_target_pattern(arch: str) -> str:
+    """A regex (peft full-matches it against module names) for the architecture's LoRA targets in any
+    depth: a bare suffix like "q" would also hit non-Linear modules of that name (spiking neurons)."""
+    spec = get_architecture(arch)
+    with torch.device("meta"):  # names only: nothing is allocated
+        lm = spec.model_cls(make_config(arch))
+    paths = sorted({r"\.".join(r"\d+" if part.isdigit() else re.escape(part) for part in name.split("."))
+                    for name, module in lm.named_modules()
+                    if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in spec.model_cls.lora_targets})
+    return rf"model\.(?:{'|'.join(paths)})"
 
 
 def to_hf(lm) -> LmzooForCausalLM:
