@@ -174,7 +174,7 @@ def test_peft_lora_with_default_targets_merges_into_lmzoos_model(exports, arch, 
         merged = lora.merge_and_unload()
         assert (merged(ids).logits - adapted_logits).abs().max().item() <= 1e-9
         assert (adapted_logits.float() - exports[arch][0](ids).logits).abs().max().item() > 1e-3  # LoRA changed it
-        merged.save_pretrained(tmp_path / "merged")
+        merged.float().save_pretrained(tmp_path / "merged")
         back = lmzoo.load(tmp_path / "merged")  # an HF save of the merged model is an lmzoo model again
         assert torch.equal(back(ids).logits, merged(ids).logits)
 
