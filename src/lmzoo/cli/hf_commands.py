@@ -1,5 +1,8 @@
-"""The `export-hf` verb: an lmzoo model -> a Hugging Face directory (see lmzoo/hf/export.py)."""
+"""The `export-hf` verb (an lmzoo model -> a Hugging Face directory, lmzoo/hf/export.py) and the
+lm-evaluation-harness options of `eval` (lmzoo/hf/harness.py)."""
 from __future__ import annotations
+
+import json
 
 
 def register(verbs) -> None:
@@ -25,3 +28,33 @@ def run_export_hf(args) -> None:
     print(f"wrote {out}; load it with:\n"
           f"  import lmzoo.hf  # registers lmzoo's architectures with transformers\n"
           f"  model = transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+
+
+def add_harness_arguments(p) -> None:
+    p.add_argument("--harness", default=None, metavar="TASKS",
+                   help="lm-evaluation-harness tasks, comma-separated: hub tasks (hellaswag, wikitext; need "
+                        "internet) or lmzoo_text=FILE (bits per byte, perplexities of a text file) and "
+                        "lmzoo_choice=FILE.jsonl (multiple choice); --seq-len is the context length")
+    p.add_argument("--limit", type=int, default=None, help="--harness: at most this many documents per task")
+    p.add_argument("--num-fewshot", type=int, default=None, help="--harness: few-shot examples per prompt")
+
+
+def run_harness_eval(args) -> None:
+    import lmzoo
+    from lmzoo.devices import resolve_device
+    from lmzoo.errors import LmzooError
+    from lmzoo.hf.harness import evaluate, task_specs
+
+    from lm_eval.utils import make_table  # after lmzoo.hf.harness: its import error names the extra
+
+    for flag, value in (("--limit", args.limit), ("--num-fewshot", args.num_fewshot)):
+        if value is not None and value < (1 if flag == "--limit" else 0):
+            raise LmzooError(f"{flag} must be >= {1 if flag == '--limit' else 0}, got {value}")
+    tasks = task_specs(args.harness)
+    model = lmzoo.load(args.model, map_location=str(resolve_device(args.device)))
+    result = evaluate(model, tasks, limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,
+                      max_length=args.seq_len, max_gen_toks=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(result["results"], indent=2, default=str))
+    else:
+        print(make_table(result))
