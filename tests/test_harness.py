@@ -40,7 +40,10 @@ def files(tmp_path):
 
 def saved_model(tmp_path, arch):
     torch.manual_seed(0)
-    model = lmzoo.create_model(arch, "nano", init_std=0.3).eval()  # wide init: context-dependent losses
+    # init_std 0.1: losses vary with the tokens and their context (the default init is near uniform), but
+    # not as wildly as at 0.3, where the harness's windows, one token later than lmzoo eval's, already
+    # move efficia-1's segment grid enough to differ by ~1% (docs/huggingface.md)
+    model = lmzoo.create_model(arch, "nano", init_std=0.1).eval()
     model.tokenizer = get_tokenizer("bytes")
     model.save_pretrained(tmp_path / arch)
     return model, tmp_path / arch
