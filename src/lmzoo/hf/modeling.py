@@ -38,8 +38,9 @@ class LmzooForCausalLM(PreTrainedModel, GenerationMixin):
             with torch.device("cpu"):
                 lm = get_architecture(config.arch).model_cls(config.lmzoo())
         self.model = lm
-        self._computed_buffers = {id(module): {name: buf.detach().clone() for name, buf in module.named_buffers(
-            recurse=False) if name in module._non_persistent_buffers_set} for module in lm.modules()}
+        self._computed_buffers = {id(module): computed for module in lm.modules() if (computed := {
+            name: buf.detach().clone() for name, buf in module.named_buffers(recurse=False)
+            if name in module._non_persistent_buffers_set})}
         if lm.embed is not None and lm.lm_head is not None and lm.lm_head.weight is lm.embed.weight:
             self._tied_weights_keys = {"model.lm_head.weight": "model.embed.weight"}
         self.post_init()
@@ -56,9 +57,6 @@ class LmzooForCausalLM(PreTrainedModel, GenerationMixin):
 
     def get_input_embeddings(self):
         return self.model.embed
-
-    def set_input_embeddings(self, value) -> None:
-        self.model.embed = value
 
     def get_output_embeddings(self):
         return self.model.lm_head
