@@ -10,7 +10,8 @@ def register(verbs) -> None:
                                            "AutoTokenizer.from_pretrained after `import lmzoo.hf`)")
     p.add_argument("model", help="model directory (save_pretrained output, a training checkpoint, or a training "
                                  "run's --out directory for its newest checkpoint)")
-    p.add_argument("out", help="directory to write (absent, empty, or an earlier export)")
+    # Optional for argparse only, so that a missing argument gets an error naming both (below).
+    p.add_argument("out", nargs="?", help="directory to write (absent, empty, or an earlier export)")
     p.set_defaults(run=run_export_hf)
 
 
@@ -18,9 +19,12 @@ def run_export_hf(args) -> None:
     import transformers
 
     import lmzoo
+    from lmzoo.errors import LmzooError
     from lmzoo.hf.export import EXPORT_KIND, export_hf, is_export_dir
     from lmzoo.io import check_replaceable
 
+    if args.out is None:
+        raise LmzooError("export-hf takes the model directory and the out directory: lmzoo export-hf MODEL OUT")
     check_replaceable(args.out, is_export_dir, EXPORT_KIND)  # before loading the model
     transformers.utils.logging.disable_progress_bar()  # one line per problem on stderr, nothing else
     model = lmzoo.load(args.model)
@@ -39,17 +43,24 @@ def add_harness_arguments(p) -> None:
     p.add_argument("--num-fewshot", type=int, default=None, help="--harness: few-shot examples per prompt")
 
 
+def check_harness_options(args) -> None:
+    """--limit and --num-fewshot: in range, and only with --harness (checked for every `eval`)."""
+    from lmzoo.errors import LmzooError
+
+    for flag, value, low in (("--limit", args.limit, 1), ("--num-fewshot", args.num_fewshot, 0)):
+        if value is not None and value < low:
+            raise LmzooError(f"{flag} must be >= {low}, got {value}")
+        if value is not None and args.harness is None:
+            raise LmzooError(f"{flag} only applies to --harness; drop it or pass --harness TASKS")
+
+
 def run_harness_eval(args) -> None:
     import lmzoo
     from lmzoo.devices import resolve_device
-    from lmzoo.errors import LmzooError
     from lmzoo.hf.harness import evaluate, task_specs
 
     from lm_eval.utils import make_table  # after lmzoo.hf.harness: its import error names the extra
 
-    for flag, value in (("--limit", args.limit), ("--num-fewshot", args.num_fewshot)):
-        if value is not None and value < (1 if flag == "--limit" else 0):
-            raise LmzooError(f"{flag} must be >= {1 if flag == '--limit' else 0}, got {value}")
     tasks = task_specs(args.harness)
     model = lmzoo.load(args.model, map_location=str(resolve_device(args.device)))
     result = evaluate(model, tasks, limit=args.limit, num_fewshot=args.num_fewshot, batch_size=args.batch_size,

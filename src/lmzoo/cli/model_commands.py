@@ -15,7 +15,7 @@ from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
 from lmzoo.paths import check_output_file
 from lmzoo.training.checkpointing import resolve_model_dir
-from lmzoo.cli.hf_commands import add_harness_arguments, run_harness_eval
+from lmzoo.cli.hf_commands import add_harness_arguments, check_harness_options, run_harness_eval
 from lmzoo.training.qa_eval import unescape
 
 # `info` measures FLOPs with a real forward and backward pass at --seq-len.
@@ -236,6 +236,7 @@ def run_eval(args) -> None:
         raise LmzooError("pass one of --data (text: loss, bits per byte), --qa (Q&A JSONL: exact/substring match) "
                          "or --harness (lm-evaluation-harness tasks)")
     check_eval_options(args)
+    check_harness_options(args)
     if args.harness is not None:
         return run_harness_eval(args)
     if args.qa is not None:
