@@ -22,10 +22,12 @@ def run_export_hf(args) -> None:
     from lmzoo.errors import LmzooError
     from lmzoo.hf.export import EXPORT_KIND, export_hf, is_export_dir
     from lmzoo.io import check_replaceable
+    from lmzoo.paths import check_output_dir
 
     if args.out is None:
         raise LmzooError("export-hf takes the model directory and the out directory: lmzoo export-hf MODEL OUT")
-    check_replaceable(args.out, is_export_dir, EXPORT_KIND)  # before loading the model
+    check_output_dir(args.out, "OUT")  # before loading the model
+    check_replaceable(args.out, is_export_dir, EXPORT_KIND)
     transformers.utils.logging.disable_progress_bar()  # one line per problem on stderr, nothing else
     model = lmzoo.load(args.model)
     out = export_hf(model, args.out)
