@@ -63,6 +63,7 @@ BAD_VALUES = {
     "betas": ["nan 0.9", "1.5 0.9", "-1 0.5"],
     "recipe": ["{missing}", "{dir}", "{latin1}", "{existing}"],
     "reference": ["{missing}"],
+    "harness": ["lmzoo_text", "nope=x.txt", ",", "lmzoo_text={missing}"],
     "flag": [],    # store_true/false: nothing to get wrong
     "choice": [],  # argparse checks `choices` itself (a case is added below)
     "free": [],    # any text is valid (a prompt, a name, a contact)
@@ -74,6 +75,7 @@ VERBS = {  # a valid invocation per verb; each case changes one option of it
     ("generate",): ["{model}", "--prompt", "hi", "--max-new-tokens", "2", "--device", "cpu", "--no-stream"],
     ("chat",): ["{model}", "--max-new-tokens", "2", "--device", "cpu"],
     ("eval",): ["{model}", "--data", "{text}", "--seq-len", "8", "--max-batches", "1", "--device", "cpu"],
+    ("export-hf",): ["{model}", "{new}"],
     ("data", "prepare"): ["{text}", "--out", "{new}"],
     ("data", "wiki-dump"): ["{dump}", "--out", "{new}"],
     ("data", "wiki-fetch"): ["--top", "1", "--out", "{new}.jsonl", "--api-url", "http://127.0.0.1:9/w/api.php",
@@ -113,7 +115,8 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
     ("eval",): {"model": "model", "--data": "input", "--qa": "jsonl", "--template": "template",
                 "--max-new-tokens": "count", "--examples": "count0", "--out": "out_file", "--text-field": "free",
                 "--seq-len": "count", "--batch-size": "count", "--max-batches": "count", "--device": "device",
-                "--json": "flag"},
+                "--json": "flag", "--harness": "harness", "--limit": "count", "--num-fewshot": "count0"},
+    ("export-hf",): {"model": "model", "out": "out_dir"},
     ("data", "prepare"): {"inputs": "input", "--out": "out_dir", "--tokenizer": "tokenizer", "--vocab-size": "size",
                           "--val-fraction": "fraction", "--text-field": "free", "--seed": "integer",
                           "--max-tokens": "count", "--drop-unk": "flag", "--blocklist": "text_file",

@@ -18,6 +18,9 @@ RANKS = {
     # Sampling works on any CausalLM through its interface alone, so CausalLM.generate can call it
     # (as transformers' models inherit their generate()).
     "lmzoo.generation": 2, "lmzoo.batching": 2,
+    # The Hugging Face wrapper, likewise, works on any CausalLM through its interface, so
+    # CausalLM.to_hf can call it; its lm-evaluation-harness model loads checkpoints (lmzoo.load).
+    "lmzoo.hf": 2, "lmzoo.hf.harness": 5,
     "lmzoo.models": 3,
     "lmzoo.seed_api": 4, "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
     "lmzoo.data": 5, "lmzoo.training": 5, "lmzoo.plots": 5,

@@ -24,6 +24,11 @@ WEIGHTS_FILE = "model.safetensors"
 # finetune` puts beside them. Only a directory holding nothing else is ever replaced.
 MODEL_DIR_FILES = (CONFIG_FILE, WEIGHTS_FILE, "tokenizer.json", "finetune.json")
 MODEL_DIR_KIND = "saved model directory (config.json + model.safetensors)"
+# A Hugging Face directory of an lmzoo model (`lmzoo export-hf`, or `save_pretrained` of the HF wrapper)
+# keeps the lmzoo config as this key of its config.json, the weights under lmzoo's names, and lmzoo's
+# tokenizer as EXPORT_TOKENIZER_FILE (its tokenizer.json is the HF one); `lmzoo.load()` reads it.
+HF_CONFIG_KEY = "lmzoo_config"
+EXPORT_TOKENIZER_FILE = "lmzoo_tokenizer.json"
 
 
 def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -75,6 +80,8 @@ def read_config_dict(directory: str | Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LmzooError(f"{path} is not valid JSON ({e}); the checkpoint is corrupt, use an earlier one") from e
+    if isinstance(data, dict) and isinstance(data.get(HF_CONFIG_KEY), dict):
+        data = data[HF_CONFIG_KEY]
     if not isinstance(data, dict) or not isinstance(data.get("arch"), str):
         raise LmzooError(f"{path} names no 'arch'; it is not an lmzoo model config")
     return data
@@ -133,7 +140,7 @@ def load_into_class(model_cls: type, config, directory: str | Path, map_location
     planned = meta_model(model_cls, config)
     check_shapes(saved_shapes(planned), read_weight_shapes(weights), weights, config.arch)
     check_memory(planned)
-    tokenizer = load_matching_tokenizer(directory, config) if (directory / "tokenizer.json").is_file() else None
+    tokenizer = load_matching_tokenizer(directory, config) if tokenizer_file(directory) is not None else None
     model = model_cls(config)
     load_state_into(model, load_weights(weights, map_location), weights)
     model.to(map_location)
@@ -141,12 +148,31 @@ def load_into_class(model_cls: type, config, directory: str | Path, map_location
     return model.eval()
 
 
+def tokenizer_file(directory: Path) -> Path | None:
+    """The lmzoo tokenizer file of a model directory (None if it has none): tokenizer.json, or in a Hugging
+    Face directory, whose tokenizer.json is the HF one, EXPORT_TOKENIZER_FILE."""
+    if (directory / EXPORT_TOKENIZER_FILE).is_file():
+        return directory / EXPORT_TOKENIZER_FILE
+    if (directory / "tokenizer.json").is_file() and not is_hf_directory(directory):
+        return directory / "tokenizer.json"
+    return None
+
+
+def is_hf_directory(directory: Path) -> bool:
+    """A Hugging Face directory of an lmzoo model: its config.json holds the lmzoo config under HF_CONFIG_KEY."""
+    try:
+        data = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get(HF_CONFIG_KEY), dict)
+
+
 def load_matching_tokenizer(directory: Path, config):
     """The directory's tokenizer, refused if it makes ids the model has no embedding for (a model
     with a larger vocabulary is fine: generation never samples ids the tokenizer cannot decode)."""
     from lmzoo.tokenizers import load_tokenizer
 
-    tokenizer = load_tokenizer(directory)
+    tokenizer = load_tokenizer(tokenizer_file(directory))
     if tokenizer.vocab_size > config.vocab_size:
         raise LmzooError(f"{directory}: the tokenizer has {tokenizer.vocab_size:,} ids but the model only "
                          f"{config.vocab_size:,}; the tokenizer.json belongs to another model, restore the right one")

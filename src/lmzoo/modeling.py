@@ -292,6 +292,12 @@ class CausalLM(nn.Module):
             return inputs + generate_text(self, self.tokenizer, inputs, max_new_tokens, **kwargs)[0]
         return generate(self, inputs, max_new_tokens=max_new_tokens, **kwargs)
 
+    def to_hf(self):
+        """This model as a Hugging Face `transformers` model sharing its weights (`lmzoo.hf`, needs lmzoo[hf]);
+        `lmzoo.hf.export_hf` writes it as a directory that `AutoModelForCausalLM.from_pretrained` loads."""
+        from lmzoo.hf.modeling import to_hf
+        return to_hf(self)
+
     def save_pretrained(self, directory, tokenizer=None) -> None:
         save_pretrained(self, directory, tokenizer or self.tokenizer)
 

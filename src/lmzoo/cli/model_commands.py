@@ -15,6 +15,7 @@ from lmzoo.io import check_own_file, is_jsonl_with, replace_own_file
 from lmzoo.memory import peak_rss_mb
 from lmzoo.paths import check_output_file
 from lmzoo.training.checkpointing import resolve_model_dir
+from lmzoo.cli.hf_commands import add_harness_arguments, check_harness_options, run_harness_eval
 from lmzoo.training.qa_eval import unescape
 
 # `info` measures FLOPs with a real forward and backward pass at --seq-len.
@@ -64,7 +65,7 @@ def register(verbs) -> None:
     p.add_argument("--template", default=None, type=unescape,
                    help="--qa prompt template with {question} (default: the one the model was fine-tuned with, "
                         "from its finetune.json, else 'Question: {question}\\nAnswer: ')")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="--qa: longest answer in tokens (default: 64)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="--qa, --harness: longest answer in tokens (default: 64)")
     p.add_argument("--examples", type=int, default=3, help="--qa: examples to print (default: 3)")
     p.add_argument("--out", default=None, help="--qa: write one JSON line per question (prediction, matches)")
     p.add_argument("--text-field", default="text", help="JSONL field holding the text (default: text)")
@@ -73,6 +74,7 @@ def register(verbs) -> None:
     p.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_harness_arguments(p)
     p.set_defaults(run=run_eval)
 
 
@@ -230,9 +232,13 @@ def run_eval(args) -> None:
     from lmzoo.data import TokenDataset, prepare_dataset
     from lmzoo.training.evaluate import evaluate
 
-    if (args.data is None) == (args.qa is None):
-        raise LmzooError("pass --data (text: loss, bits per byte) or --qa (Q&A JSONL: exact/substring match)")
+    if sum(option is not None for option in (args.data, args.qa, args.harness)) != 1:
+        raise LmzooError("pass one of --data (text: loss, bits per byte), --qa (Q&A JSONL: exact/substring match) "
+                         "or --harness (lm-evaluation-harness tasks)")
     check_eval_options(args)
+    check_harness_options(args)
+    if args.harness is not None:
+        return run_harness_eval(args)
     if args.qa is not None:
         return run_qa_eval(args)
     device = resolve_device(args.device)
