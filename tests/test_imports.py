@@ -21,7 +21,7 @@ RANKS = {
     "lmzoo.models": 3,
     "lmzoo.seed_api": 4, "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
     "lmzoo.data": 5, "lmzoo.training": 5,
-    "lmzoo.cli": 6,
+    "lmzoo.cli": 6, "lmzoo.serving": 6,
 }
 
 

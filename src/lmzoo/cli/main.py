@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_commands,
         finetune_commands,
         model_commands,
+        serve_commands,
         train_commands,
     )
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch (default: torch's choice)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in (model_commands, data_commands, collect_commands, train_commands, finetune_commands,
-                   analysis_commands):
+                   analysis_commands, serve_commands):
         module.register(verbs)
     return parser
 
