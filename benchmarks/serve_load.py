@@ -203,7 +203,8 @@ def render_markdown(data: dict) -> str:
              f"{s['threads']} threads)", "", common.command_header(data), "",
              f"Streaming completions of {s['max_tokens']} tokens, sampled, back to back per client over loopback; "
              f"server `--max-batch {s['max_batch']}`, a fresh untrained model (bytes tokenizer). Tokens/s counts "
-             "every streamed token of every client; TTFT includes queueing.", ""]
+             "every streamed token of every client; TTFT includes queueing. Load average before the run: "
+             f"{data['load_average_before'][0]:.1f} (figures from a busy machine are not comparable).", ""]
     rows, speedups = [], []
     for arch, runs in data["archs"].items():
         single = next((r["tokens_per_s"] for r in runs if r["clients"] == 1), None)
@@ -236,6 +237,8 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--max-batch", type=int, default=d.max_batch)
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="measure nothing: rewrite the docs section from a results file")
     a = p.parse_args(argv)
     settings = Settings(a.archs, a.size, a.model, a.clients, a.seconds, a.long_clients, a.long_seconds,
                         a.max_tokens, a.threads, a.max_batch)
@@ -244,6 +247,12 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
 
 def main(argv=None) -> dict:
     settings, args = parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        markdown = render_markdown(data)
+        print(markdown)
+        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+        return data
     data = run(settings)
     common.publish(NAME, data, render_markdown(data), write=not args.no_write)
     return data

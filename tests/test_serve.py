@@ -40,7 +40,7 @@ def served():
     model, tok = make_model()
     app = create_app(model, tok, ServerOptions(NAME, LIMITS, max_batch=4, max_queue=8))
     with ServerThread(app) as server:
-        server.model, server.tokenizer = model, tok
+        server.model, server.tokenizer, server.app = model, tok, app
         server.client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         yield server
 
@@ -192,6 +192,21 @@ def test_a_full_queue_gets_429_with_retry_after_and_a_gone_client_frees_its_row(
         assert metric(server, "lmzoo_completion_tokens_total") == 0  # it never finished
         answer = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 1})
         assert answer.status_code == 200
+
+
+def test_a_failing_step_fails_its_requests_and_the_server_goes_on(served, monkeypatch):
+    decoder = served.app.state.engine.decoder
+    real_step = decoder.step
+
+    def broken_once(tokens):
+        monkeypatch.setattr(decoder, "step", real_step)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(decoder, "step", broken_once)
+    failed = httpx.post(served.url + "/v1/completions", json={"prompt": "a", "max_tokens": 3})
+    assert failed.status_code == 500 and "out of memory" in failed.json()["error"]["message"]
+    assert httpx.get(served.url + "/health").json()["active"] == 0
+    assert served.client.completions.create(model=NAME, prompt="a", max_tokens=3).usage.completion_tokens == 3
 
 
 def test_cli_serves_a_saved_model_with_an_api_key(tmp_path):

@@ -60,15 +60,9 @@ def create_app(model, tokenizer, options: ServerOptions) -> FastAPI:
     if options.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(options.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(CountRequests, metrics=metrics)
     server = Server(model, tokenizer, options, engine)
     add_error_handlers(app)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        response = await call_next(request)
-        path = request.url.path
-        metrics.requests.labels(path if path in ENDPOINTS else "other", str(response.status_code)).inc()
-        return response
 
     app.post("/v1/completions")(server.completions)
     app.post("/v1/chat/completions")(server.chat_completions)
@@ -90,6 +84,25 @@ def add_error_handlers(app: FastAPI) -> None:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(f"{request.method} {request.url.path}: {err.detail}", kind),
                             status_code=err.status_code, headers=err.headers)
+
+
+class CountRequests:
+    """ASGI middleware counting responses by endpoint and status (plain ASGI: streams pass through as they are)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(endpoint, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
 
 class Server:

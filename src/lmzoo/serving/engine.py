@@ -161,7 +161,7 @@ class Engine:
         handle, out = self.decoder.add(job.prompt_ids)
         self.metrics.prompt_tokens.inc(len(job.prompt_ids))
         seed = job.sampling.seed
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        generator = torch.Generator(device=self.model.device).manual_seed(seed) if seed is not None else None
         self._rows[handle] = Row(job, TextStream(self.tokenizer, job.sampling.stop), generator,
                                  job.prompt_ids[-1], job.submitted)
         self._advance({handle: out})
