@@ -160,12 +160,17 @@ function addColumn(info) {
     }
     value.forEach((v, i) => {
       const tr = row(`${name}-${i}`, label(i));
-      if (Array.isArray(v)) {  // weights over streams (efficia-1 fusion): the streams' colours mixed by weight
-        const mix = [0, 1, 2].map((c) => Math.round(v.reduce((sum, w, k) => sum + w * STREAM_RGB[k % 3][c], 0)));
-        cell(tr, `rgb(${mix.join(" ")})`, "", v.map((w, k) => `${model.streams[k] || k} ${w.toFixed(2)}`).join(", "));
-      } else {  // a spike (true/false) or a rate in [0, 1]
-        const level = Number(v);
-        cell(tr, `rgba(214, 69, 65, ${level})`, "", `${label(i)}: ${typeof v === "boolean" ? v : level.toFixed(3)}`);
+      if (Array.isArray(v)) {  // weights over streams (efficia-1 fusion): the leading stream's colour,
+        // the stronger the further its weight is above an even split (the tooltip has every weight)
+        const top = v.indexOf(Math.max(...v));
+        const even = 1 / v.length;
+        const strength = Math.min(1, 0.15 + (v[top] - even) / (1 - even));
+        cell(tr, `rgb(${STREAM_RGB[top % 3].join(" ")} / ${strength.toFixed(2)})`, "",
+             v.map((w, k) => `${model.streams[k] || k} ${w.toFixed(2)}`).join(", "));
+      } else if (typeof v === "boolean") {  // a spike
+        cell(tr, v ? "rgb(214 69 65)" : "", "", `${label(i)}: ${v}`);
+      } else {  // a rate in [0, 1], written as a percentage
+        cell(tr, `rgb(214 69 65 / ${Number(v)})`, Math.round(100 * v), `${label(i)}: ${Number(v).toFixed(3)}`);
       }
     });
     if (name === "fusion" && !$("legend").textContent) fusionLegend();
@@ -175,7 +180,8 @@ function addColumn(info) {
 }
 
 function fusionLegend() {
-  $("legend").innerHTML = "Fusion weights: " + model.streams
+  $("legend").innerHTML = "Fusion: the stream with the largest weight (stronger colour: further above an even split)" +
+    model.streams
     .map((s, k) => `<span class="swatch" style="background:rgb(${STREAM_RGB[k].join(" ")})"></span>${s}`).join(" ");
 }
 
