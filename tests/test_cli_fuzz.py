@@ -90,6 +90,7 @@ VERBS = {  # a valid invocation per verb; each case changes one option of it
                     "--device", "cpu"],
     ("energy",): ["transformer", "--data", "{text}", "--seq-len", "16", "--max-tokens", "64"],
     ("analyze",): ["spectral-llm", "--seq-len", "16"],
+    ("serve",): ["{model}", "--port", "0", "--device", "cpu"],  # cases fail before it would serve
 }
 
 SAMPLING = {"--max-new-tokens": "count0", "--temperature": "nonnegative", "--top-k": "count0",
@@ -156,6 +157,10 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                   "--mac-pj": "nonnegative", "--json": "out_file"},
     ("analyze",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
                    "--json": "out_file"},
+    ("serve",): {"model": "model", "--host": "free", "--port": "count0", "--name": "free", "--max-batch": "count",
+                 "--max-queue": "count0", "--max-tokens": "count", "--default-max-tokens": "count",
+                 "--max-prompt-tokens": "count", "--max-body-bytes": "count", "--api-key": "free",
+                 "--cors-origin": "free", "--device": "device"},
 }
 # Verbs that write, each with an invocation that writes, for the full-disk and unwritable cases.
 WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "train"), ("train",), ("demo",),
