@@ -92,11 +92,16 @@ def test_a_seed_repeats_a_sample_and_stop_strings_cut_it(served):
 
 def test_concurrent_requests_share_decoding_steps_and_each_gets_its_own_text(served):
     prompts = ["The cat", "A long prompt that is longer", "x", "Dogs ran far"]
+    sampled = {"temperature": 1.0, "seed": 5}  # the last prompt is sampled with its own generator
     results = {}
 
     def ask(prompt):
+        options = sampled if prompt == prompts[-1] else {"temperature": 0}
         results[prompt] = served.client.completions.create(model=NAME, prompt=prompt, max_tokens=12,
-                                                           temperature=0).choices[0].text
+                                                           **options).choices[0].text
+
+    ask(prompts[-1])
+    sampled_alone = results.pop(prompts[-1])
 
     steps_before = metric(served, "lmzoo_decode_steps_total")
     threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
@@ -106,8 +111,9 @@ def test_concurrent_requests_share_decoding_steps_and_each_gets_its_own_text(ser
         t.join()
     steps = metric(served, "lmzoo_decode_steps_total") - steps_before
     assert steps < 4 * 11, "rows were not decoded together"  # one by one: 11 steps each after the prefill
-    for prompt in prompts:
+    for prompt in prompts[:-1]:
         assert results[prompt] == solo(served, prompt, 12)
+    assert results[prompts[-1]] == sampled_alone
 
 
 def test_token_stats_come_with_each_chunk_when_asked(served):
@@ -146,6 +152,7 @@ BAD_REQUESTS = [
     ("n above 1", {"prompt": "a", "n": 2}, 400, "n"),
     ("too many stops", {"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("empty stop", {"prompt": "a", "stop": ""}, 400, "stop"),
+    ("long stop", {"prompt": "a", "stop": "x" * 201}, 400, "stop"),
     ("stream as text", {"prompt": "a", "stream": "yes"}, 400, "stream"),
     ("unknown model", {"prompt": "a", "model": "gpt-4"}, 404, "model"),
     ("prompt too long", {"prompt": "a" * 41}, 400, "prompt"),

@@ -16,6 +16,7 @@ from lmzoo.errors import LmzooError
 from lmzoo.serving.errors import ApiError
 
 MAX_STOP_STRINGS = 4  # as OpenAI
+MAX_STOP_CHARS = 200  # each token checks the text's end against every stop string: keep that cheap
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ def _stop(body: dict) -> tuple[str, ...]:
         raise ApiError(400, "stop must be a non-empty string or a list of them", "stop")
     if len(stops) > MAX_STOP_STRINGS:
         raise ApiError(400, f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(stops)}", "stop")
+    if max(len(s) for s in stops) > MAX_STOP_CHARS:
+        raise ApiError(400, f"a stop string may have at most {MAX_STOP_CHARS} characters", "stop")
     return tuple(stops)
 
 
