@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all gpu-test bench clean
+.PHONY: demo test test-all gpu-test bench browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,26 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lmzoo demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(PY) -m pytest -q -m 'not gpu'
 
 gpu-test: $(STAMP)
 	$(PY) -m pytest -q -m gpu
+
+# Debian's chromium and its driver for the playground's browser test (tests/test_playground_browser.py);
+# installed only when missing, and only where apt-get can run as root. Nothing downloads browser builds.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq >/dev/null && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		else \
+			echo "note: chromium/chromedriver missing and not installable here: the browser test will skip"; \
+		fi; \
+	fi
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

@@ -98,6 +98,7 @@ VERBS = {  # a valid invocation per verb; each case changes one option of it
                  "--seeds", "1", "--lrs", "0.001", "--sweep-steps", "1", "--seq-len", "16", "--batch-size", "2",
                  "--evals", "1", "--eval-batches", "1", "--contexts", "8", "--decode-tokens", "1", "--lengths", "16",
                  "--device", "cpu"],
+    ("serve",): ["{model}", "--port", "0", "--device", "cpu"],  # cases fail before it would serve
 }
 
 SAMPLING = {"--max-new-tokens": "count0", "--temperature": "nonnegative", "--top-k": "count0",
@@ -173,6 +174,10 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                  "--dtype": "choice", "--out": "out_dir", "--size": "size_preset", "--seq-len": "size",
                  "--batch-size": "size", "--lrs": "positive", "--sweep-steps": "count", "--evals": "count",
                  "--eval-batches": "count", "--contexts": "count", "--decode-tokens": "count", "--lengths": "count"},
+    ("serve",): {"model": "model", "--host": "free", "--port": "count0", "--name": "free", "--max-batch": "count",
+                 "--max-queue": "count0", "--max-tokens": "count", "--default-max-tokens": "count",
+                 "--max-prompt-tokens": "count", "--max-body-bytes": "count", "--api-key": "free",
+                 "--cors-origin": "free", "--device": "device"},
 }
 # Verbs that write, each with an invocation that writes, for the full-disk and unwritable cases.
 WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "train"), ("train",), ("demo",),

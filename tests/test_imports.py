@@ -25,7 +25,7 @@ RANKS = {
     "lmzoo.seed_api": 4, "lmzoo.accounting": 4, "lmzoo.energy": 4, "lmzoo.spectral_analysis": 4,
     "lmzoo.data": 5, "lmzoo.training": 5, "lmzoo.plots": 5,
     "lmzoo.arena": 5,  # runs trainings and reads their metrics: beside training and plots
-    "lmzoo.cli": 6,
+    "lmzoo.cli": 6, "lmzoo.serving": 6,
 }
 
 

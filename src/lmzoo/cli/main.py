@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         hf_commands,
         model_commands,
         plot_commands,
+        serve_commands,
         train_commands,
     )
 
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch (default: torch's choice)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in (model_commands, data_commands, collect_commands, train_commands, finetune_commands,
-                   analysis_commands, plot_commands, arena_commands, hf_commands):
+                   analysis_commands, plot_commands, arena_commands, hf_commands, serve_commands):
         module.register(verbs)
     return parser
 

@@ -27,17 +27,21 @@ class TokenRoute:
     @classmethod
     def from_ids(cls, input_ids: torch.Tensor, n_experts: int, vocab_size: int, routing: str) -> "TokenRoute":
         ids = input_ids.reshape(-1)
-        if routing == "modulo":
-            expert = ids % n_experts
-        elif routing == "range":
-            expert = ids * n_experts // vocab_size
-        else:
-            raise ValueError(f"unknown routing '{routing}'; choose one of {ROUTINGS}")
+        expert = expert_ids(ids, n_experts, vocab_size, routing)
         order = torch.argsort(expert, stable=True)
         # scatter_add rather than bincount: bincount sizes its output from max() -> a CUDA sync.
         counts = torch.zeros(n_experts, dtype=torch.long, device=ids.device).scatter_add_(
             0, expert, torch.ones_like(expert))
         return cls(order, torch.cumsum(counts, 0).to(torch.int32), counts)
+
+
+def expert_ids(ids: torch.Tensor, n_experts: int, vocab_size: int, routing: str) -> torch.Tensor:
+    """The expert that serves each token id (same shape as `ids`)."""
+    if routing == "modulo":
+        return ids % n_experts
+    if routing == "range":
+        return ids * n_experts // vocab_size
+    raise ValueError(f"unknown routing '{routing}'; choose one of {ROUTINGS}")
 
 
 def _grouped_available(x: torch.Tensor) -> bool:

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from lmzoo.errors import LmzooError
-from lmzoo.layers.token_routed_mlp import ROUTINGS, TokenRoute, TokenRoutedMLP
-from lmzoo.models.transformer import SIZES, TransformerConfig, TransformerLM, dense_presets
+from lmzoo.layers.token_routed_mlp import ROUTINGS, TokenRoute, TokenRoutedMLP, expert_ids
+from lmzoo.modeling import State
+from lmzoo.models.transformer import SIZES, TransformerConfig, TransformerContext, TransformerLM, dense_presets
 from lmzoo.registry import register
 
 # The seed's table: (hidden, layers, heads, kv_heads, intermediate).
@@ -63,3 +64,10 @@ class ComplexityLM(TransformerLM):
     def route_stats(self, route: TokenRoute) -> dict[str, torch.Tensor]:
         frac = (route.counts.float() / route.counts.sum()).detach()
         return {f"routing/expert{e}": frac[e] for e in range(frac.shape[0])}
+
+    def backbone(self, input_ids: torch.Tensor, state: State | None, context: TransformerContext):
+        out = super().backbone(input_ids, state, context)
+        if context.token_stats is not None:
+            c = self.config
+            context.token_stats["expert"] = expert_ids(input_ids, c.n_experts, c.vocab_size, c.routing)  # [B, L]
+        return out

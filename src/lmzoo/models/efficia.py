@@ -17,7 +17,7 @@ has a fixed size, so a stream of any length runs in constant memory and time per
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -97,6 +97,7 @@ class EfficiaContext(BlockContext):
     docs: torch.Tensor | None = None      # [B, n] document id of each token
     last_doc: torch.Tensor | None = None  # [B] document id of each row's last token
     below: torch.Tensor | None = None     # the block below's GRU states after each segment (CCU input)
+    fusion: list = field(default_factory=list)  # per block [B, n, streams] weights, when token_stats is asked
 
 
 class EfficiaBlock(nn.Module):
@@ -145,6 +146,8 @@ class EfficiaBlock(nn.Module):
         # The weights mix what each stream adds to x: mixing the streams themselves would scale
         # the residual path by w_lcp + w_gmg < 1 in every block (see docs/architectures.md).
         weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
+        if context.token_stats is not None:
+            context.fusion.append(weights.detach())
         fused = x + sum(w[..., None] * u for w, u in zip(weights.unbind(-1), updates))
         return fused + self.ffn(self.ffn_norm(fused))
 
@@ -220,4 +223,6 @@ class EfficiaLM(CausalLM):
 
     def backbone(self, input_ids: torch.Tensor, state: State | None, context: EfficiaContext):
         x = self.run_blocks(self.embed(input_ids), context, state)
+        if context.token_stats is not None and context.fusion:  # [B, L, layers, streams (lcp, gmg, ccu)]
+            context.token_stats["fusion"] = torch.stack(context.fusion, dim=2)
         return self.norm(x), None, {}

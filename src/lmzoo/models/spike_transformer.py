@@ -153,16 +153,21 @@ class SpikeDrivenBlock(nn.Module):
         """u [T, B, n, D] -> u; `state` (decoding) is read and advanced to the chunk's last position."""
         start, rates = context.start, {}
         context.rates.append(rates)
-        x = self.token_shift(self.fire("input", self.attn_norm(u), rates), state)
-        q = self.fire("q", self.q(x), rates)
-        k = self.fire("k", self.k(x), rates)
-        v = self.fire("v", self.v(x), rates)
+        per_token = None  # each site's [B, n] spike rate per token, only when asked
+        if context.token_stats is not None:
+            per_token = {}
+            context.token_rates.append(per_token)
+        x = self.token_shift(self.fire("input", self.attn_norm(u), rates, per_token), state)
+        q = self.fire("q", self.q(x), rates, per_token)
+        k = self.fire("k", self.k(x), rates, per_token)
+        v = self.fire("v", self.v(x), rates, per_token)
         context, last_sum = self.running_mean(k * v, start, state.sum if state is not None else None)
         if state is not None:
             state.sum = last_sum
-        attn = self.fire("attn", q * context * self.attn_gain, rates)
+        attn = self.fire("attn", q * context * self.attn_gain, rates, per_token)
         u = u + self.out(attn)
-        hidden = self.fire("ffn_hidden", self.ffn_in(self.fire("ffn_in", self.mlp_norm(u), rates)), rates)
+        hidden = self.fire("ffn_hidden", self.ffn_in(self.fire("ffn_in", self.mlp_norm(u), rates, per_token)), rates,
+                           per_token)
         return u + self.ffn_out(hidden)
 
     def token_shift(self, x: torch.Tensor, state: "KVSums | None") -> torch.Tensor:
@@ -188,15 +193,18 @@ class SpikeDrivenBlock(nn.Module):
         sums = decayed_sums(kv, log_decay, previous)
         return sums / decay_weight_total(positions, log_decay), sums[:, :, -1]
 
-    def fire(self, site: str, current: torch.Tensor, rates: dict) -> torch.Tensor:
+    def fire(self, site: str, current: torch.Tensor, rates: dict, per_token: dict | None = None) -> torch.Tensor:
         spikes = self.lif[site](current)
         rates[site] = spikes.detach().mean()
+        if per_token is not None:
+            per_token[site] = spikes.detach().mean(dim=(0, 3))  # [T, B, n, D] -> [B, n]
         return spikes
 
 
 @dataclass
 class SpikeContext(BlockContext):
     rates: list[dict] = field(default_factory=list)  # per block: spike rate of each site
+    token_rates: list[dict] = field(default_factory=list)  # per block: each site's rate per token, when asked
 
 
 class KVSums(LayerState):
@@ -236,4 +244,7 @@ class SpikeTransformerLM(CausalLM):
             layer_rates.append(torch.stack(list(rates.values())).mean())
             stats[f"spike_rate/layer{i}"] = layer_rates[-1]
         stats["spike_rate"] = torch.stack(layer_rates).mean()
+        if context.token_stats is not None:  # [B, L, layers]: each layer's mean rate over its sites
+            context.token_stats["spike_rate"] = torch.stack(
+                [torch.stack(list(sites.values())).mean(0) for sites in context.token_rates], dim=-1)
         return self.norm(u).mean(0), None, stats

@@ -102,6 +102,7 @@ class SpikeWalzeLayerState(LayerState):
 @dataclass
 class SpikeWalzeContext(BlockContext):
     rates: list = field(default_factory=list)  # per block: the straight-through spike rate
+    spikes: list = field(default_factory=list)  # per block [B, L] decisions, only when token_stats is asked
 
 
 class SpikeWalzeBlock(nn.Module):
@@ -131,6 +132,8 @@ class SpikeWalzeBlock(nn.Module):
         if self.mlp is not None:
             x = x + self.mlp(self.mlp_norm(x))
         context.rates.append(straight_through_rate(p, spike))
+        if context.token_stats is not None:
+            context.spikes.append(spike.detach())
         return x
 
 
@@ -171,4 +174,6 @@ class SpikeWalzeLM(CausalLM):
         stats["gate_temperature"] = self.blocks[0].gate.temperature.detach().clone()
         penalty = (rates.float() - self.config.spike_target).square().sum()
         aux_loss = penalty * (self.config.spike_loss_weight / len(self.blocks))
+        if context.token_stats is not None:
+            context.token_stats["spiked"] = torch.stack(context.spikes, dim=-1)  # [B, L, layers] bool
         return self.norm(x), aux_loss, stats

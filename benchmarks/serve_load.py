@@ -1,0 +1,261 @@
+"""Load test of `lmzoo serve`: N concurrent streaming clients for T seconds, on loopback only.
+
+For each architecture a server is started as its own process (`lmzoo --threads K serve`, a fresh
+model of the given size saved to a temporary directory, unless --model names a saved one); then,
+for each client count N, N clients each send streaming completions back to back for T seconds
+(requests still running at T finish; nothing starts after). Every token arrives as its own chunk
+(`lmzoo_token_stats: true`), so inter-token latency is measured per token. Reported: requests/s,
+aggregate tokens/s, p50/p99 time to first token and inter-token latency, errors, and the server's
+RSS after warm-up, at the end, and its peak.
+
+    python benchmarks/serve_load.py                          # the goals in docs/benchmarks.md
+    python benchmarks/serve_load.py --archs transformer --size nano --clients 4 --seconds 3 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import torch
+
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (benchmarks/ is not a package)
+
+import lmzoo  # noqa: E402
+from lmzoo.tokenizers import get_tokenizer  # noqa: E402
+
+NAME = "serve-load"
+MAX_CLIENTS, MAX_SECONDS = 256, 600  # bounds: the test stops by itself
+PROMPT = "The history of the city begins with"
+
+
+@dataclass
+class Settings:
+    archs: list[str] = field(default_factory=lambda: ["transformer", "efficia-1"])
+    size: str = "micro"
+    model: str | None = None  # a saved model instead of fresh ones (then archs is ignored)
+    clients: list[int] = field(default_factory=lambda: [1, 8])
+    seconds: float = 20.0
+    long_clients: int = 32   # the endurance run after the others (0: none)
+    long_seconds: float = 60.0
+    max_tokens: int = 32
+    threads: int = 2
+    max_batch: int = 32
+
+    def __post_init__(self) -> None:
+        if not all(1 <= n <= MAX_CLIENTS for n in [*self.clients, self.long_clients or 1]):
+            raise SystemExit(f"client counts must be between 1 and {MAX_CLIENTS}")
+        if not 0 < self.seconds <= MAX_SECONDS or not 0 <= self.long_seconds <= MAX_SECONDS:
+            raise SystemExit(f"durations must be between 0 and {MAX_SECONDS} seconds")
+
+
+@dataclass
+class Request:
+    ttft: float | None = None
+    gaps: list[float] = field(default_factory=list)
+    tokens: int = 0
+    error: str | None = None
+
+
+def start_server(model_dir: Path, settings: Settings) -> tuple[subprocess.Popen, str]:
+    command = [sys.executable, "-m", "lmzoo.cli.main", "--threads", str(settings.threads), "serve", str(model_dir),
+               "--port", "0", "--max-batch", str(settings.max_batch), "--max-queue", str(4 * MAX_CLIENTS),
+               "--max-tokens", str(settings.max_tokens)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # stdout: access log
+    for line in proc.stderr:
+        found = re.search(r"http://[\d.]+:\d+", line)
+        if "serving" in line and found:
+            # The server logs each request to stderr: drain it so the pipe never fills and blocks it.
+            threading.Thread(target=drain, args=(proc.stderr,), daemon=True).start()
+            return proc, found.group(0)
+    raise RuntimeError(f"the server did not start (exit status {proc.wait()})")
+
+
+def drain(stream) -> None:
+    for _ in stream:
+        pass
+
+
+def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def one_request(client: httpx.AsyncClient, url: str, max_tokens: int) -> Request:
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 1.0, "stream": True,
+            "lmzoo_token_stats": True}
+    result, started = Request(), time.perf_counter()
+    last = started
+    try:
+        async with client.stream("POST", url + "/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                result.error = f"HTTP {response.status_code}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    result.error = chunk["error"]["message"]
+                elif "lmzoo" in chunk:  # one per token
+                    now = time.perf_counter()
+                    if result.tokens == 0:
+                        result.ttft = now - started
+                    else:
+                        result.gaps.append(now - last)
+                    last, result.tokens = now, result.tokens + 1
+    except httpx.HTTPError as err:
+        result.error = f"{type(err).__name__}: {err}"
+    return result
+
+
+async def load(url: str, clients: int, seconds: float, max_tokens: int) -> tuple[list[Request], float]:
+    deadline = time.perf_counter() + seconds
+    results: list[Request] = []
+
+    async def client_loop(client):
+        while time.perf_counter() < deadline:
+            results.append(await one_request(client, url, max_tokens))
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as client:
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(client_loop(client) for _ in range(clients))),
+                               timeout=seconds + 120)
+        return results, time.perf_counter() - started
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def summarise(results: list[Request], elapsed: float) -> dict:
+    done = [r for r in results if r.error is None]
+    ttfts = [r.ttft for r in done if r.ttft is not None]
+    gaps = [g for r in done for g in r.gaps]
+    tokens = sum(r.tokens for r in done)
+    ms = lambda v: None if v is None else round(v * 1000, 2)  # noqa: E731
+    return {"requests": len(done), "errors": len(results) - len(done),
+            "error_examples": sorted({r.error for r in results if r.error})[:3],
+            "seconds": round(elapsed, 2), "requests_per_s": round(len(done) / elapsed, 3),
+            "tokens": tokens, "tokens_per_s": round(tokens / elapsed, 1),
+            "ttft_p50_ms": ms(percentile(ttfts, 50)), "ttft_p99_ms": ms(percentile(ttfts, 99)),
+            "itl_p50_ms": ms(percentile(gaps, 50)), "itl_p99_ms": ms(percentile(gaps, 99))}
+
+
+def run_arch(model_dir: Path, settings: Settings, log=print) -> list[dict]:
+    proc, url = start_server(model_dir, settings)
+    rows = []
+    try:
+        asyncio.run(load(url, 2, 1.0, 4))  # warm-up: first forwards, allocator
+        runs = [(n, settings.seconds) for n in settings.clients]
+        if settings.long_clients:
+            runs.append((settings.long_clients, settings.long_seconds))
+        for clients, seconds in runs:
+            rss_before = rss_mb(proc.pid)
+            results, elapsed = asyncio.run(load(url, clients, seconds, settings.max_tokens))
+            row = {"clients": clients, **summarise(results, elapsed), "rss_before_mb": round(rss_before, 1),
+                   "rss_after_mb": round(rss_mb(proc.pid), 1), "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1)}
+            log(json.dumps(row))
+            rows.append(row)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rows
+
+
+def run(settings: Settings, log=print) -> dict:
+    common.set_threads(settings.threads)
+    data = {**common.run_info(), "settings": asdict(settings), "archs": {}}
+    if settings.model:
+        model = lmzoo.load(settings.model)
+        data["archs"][model.config.arch] = run_arch(Path(settings.model), settings, log)
+        return data
+    for arch in settings.archs:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            model = lmzoo.create_model(arch, settings.size, vocab_size=get_tokenizer("bytes").vocab_size)
+            model.save_pretrained(Path(tmp) / arch, tokenizer=get_tokenizer("bytes"))
+            data["archs"][arch] = run_arch(Path(tmp) / arch, settings, log)
+    return data
+
+
+def render_markdown(data: dict) -> str:
+    s = data["settings"]
+    lines = [f"## Serving under load (`lmzoo serve`, {s['size'] if not s['model'] else s['model']}, "
+             f"{s['threads']} threads)", "", common.command_header(data), "",
+             f"Streaming completions of {s['max_tokens']} tokens, sampled, back to back per client over loopback; "
+             f"server `--max-batch {s['max_batch']}`, a fresh untrained model (bytes tokenizer). Tokens/s counts "
+             "every streamed token of every client; TTFT includes queueing. Load average before the run: "
+             f"{data['load_average_before'][0]:.1f} (figures from a busy machine are not comparable).", ""]
+    rows, speedups = [], []
+    for arch, runs in data["archs"].items():
+        single = next((r["tokens_per_s"] for r in runs if r["clients"] == 1), None)
+        for r in runs:
+            ratio = f"{r['tokens_per_s'] / single:.2f}x" if single else "-"
+            rows.append([arch, r["clients"], r["seconds"], r["requests_per_s"], r["tokens_per_s"], ratio,
+                         r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"], r["errors"],
+                         f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} ({r['peak_rss_mb']:.0f})"])
+            if r["clients"] == 8 and single:
+                speedups.append(f"{arch} {r['tokens_per_s'] / single:.2f}x")
+    lines.append(common.markdown_table(
+        ["arch", "clients", "s", "req/s", "tokens/s", "vs 1 client", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms",
+         "ITL p99 ms", "errors", "server RSS MB before → after (peak)"], rows))
+    if speedups:
+        lines += ["", f"Goal: 8 clients ≥ 3x one client's tokens/s; measured: {', '.join(speedups)}."]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
+    d = Settings()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--archs", nargs="+", default=d.archs)
+    p.add_argument("--size", default=d.size)
+    p.add_argument("--model", default=None, help="a saved model directory instead of fresh models")
+    p.add_argument("--clients", nargs="+", type=int, default=d.clients)
+    p.add_argument("--seconds", type=float, default=d.seconds)
+    p.add_argument("--long-clients", type=int, default=d.long_clients, help="endurance run's clients (0: none)")
+    p.add_argument("--long-seconds", type=float, default=d.long_seconds)
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--max-batch", type=int, default=d.max_batch)
+    p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="measure nothing: rewrite the docs section from a results file")
+    a = p.parse_args(argv)
+    settings = Settings(a.archs, a.size, a.model, a.clients, a.seconds, a.long_clients, a.long_seconds,
+                        a.max_tokens, a.threads, a.max_batch)
+    return settings, a
+
+
+def main(argv=None) -> dict:
+    settings, args = parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        markdown = render_markdown(data)
+        print(markdown)
+        print(f"wrote {common.update_doc_section(f'{NAME}-cpu', markdown)}")
+        return data
+    data = run(settings)
+    common.publish(NAME, data, render_markdown(data), write=not args.no_write)
+    return data
+
+
+if __name__ == "__main__":
+    main()

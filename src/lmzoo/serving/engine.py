@@ -1,0 +1,234 @@
+"""The decoding loop: one background thread steps every active request together (continuous batching).
+
+Request handlers `submit` a `Job` and read its events; the engine thread owns the model and
+the `BatchDecoder`. Each turn of its loop drops cancelled requests (a client that went away
+frees its row before the next step), admits waiting requests into free rows (each prefilled on
+its own), then feeds every row its last sampled token in one `step` and samples the next one per
+row, with that request's own parameters (and generator, for a `seed`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lmzoo.batching import BatchDecoder, RowOutput
+from lmzoo.generation import filter_top_k_top_p
+from lmzoo.serving.errors import ApiError
+from lmzoo.serving.metrics import Metrics
+from lmzoo.serving.requests import Sampling
+from lmzoo.serving.text import TextStream
+
+log = logging.getLogger("lmzoo.serve")
+
+
+@dataclass
+class Token:
+    """One generated token: the text it made final, and (when asked) what the model did on the
+    token it read to produce it (`input`, its statistics, and the time since the last token)."""
+
+    text: str
+    token: int
+    input: int
+    ms: float
+    stats: dict[str, list] | None = None
+
+
+@dataclass
+class Done:
+    finish_reason: str  # "stop" (end of text or a stop string) or "length" (max_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+    text: str = ""  # the text held back until the end (a partial stop string, an incomplete character)
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+@dataclass
+class Job:
+    prompt_ids: list[int]
+    sampling: Sampling
+    emit: Callable[[Token | Done | Failed], None]  # called from the engine thread
+    token_stats: bool = False
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Row:
+    """An admitted job's decoding progress."""
+
+    job: Job
+    text: TextStream
+    generator: torch.Generator | None
+    input: int  # the token the row read last (the prompt's last, then each sampled one)
+    last_time: float
+    pending: int | None = None  # sampled and sent, to be fed at the next step
+    generated: int = 0
+
+
+class Engine:
+    def __init__(self, model, tokenizer, max_batch: int, max_queue: int, metrics: Metrics):
+        self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.decoder = BatchDecoder(model, max_rows=max_batch, token_stats=True)
+        self._rows: dict[int, Row] = {}
+        self._waiting: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="lmzoo-engine", daemon=True)
+
+    # ---- called from request handlers -----------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join()
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or refuse it with 429 when the queue is full."""
+        with self._wake:
+            free_rows = self.max_batch - len(self._rows)
+            if len(self._waiting) >= self.max_queue + free_rows:
+                self.metrics.rejected.inc()
+                raise ApiError(429, f"the server is busy ({len(self._waiting)} requests waiting); retry shortly",
+                               code="queue_full", kind="rate_limit_error", headers={"Retry-After": "1"})
+            self._waiting.append(job)
+            self.metrics.queue_length.set(len(self._waiting))
+            self._wake.notify()
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job (its client went away); its row is freed before the next step."""
+        with self._wake:
+            job.cancelled = True
+            self._wake.notify()
+
+    def load(self) -> dict[str, int]:
+        return {"active": len(self._rows), "waiting": len(self._waiting)}
+
+    # ---- the engine thread ----------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                self._drop_cancelled()
+                while not self._stopping and not self._rows and not self._waiting:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                admitted = self._take_waiting()
+            for job in admitted:
+                self._guarded(self._admit, job)
+            if self._rows:
+                self._guarded(self._step)
+            self.metrics.observe_load(len(self._rows), len(self._waiting), self.decoder.nbytes())
+
+    def _drop_cancelled(self) -> None:
+        for handle in [h for h, row in self._rows.items() if row.job.cancelled]:
+            self._remove(handle)
+        if any(job.cancelled for job in self._waiting):
+            self._waiting = deque(job for job in self._waiting if not job.cancelled)
+
+    def _take_waiting(self) -> list[Job]:
+        admitted = []
+        while self._waiting and len(self._rows) + len(admitted) < self.max_batch:
+            admitted.append(self._waiting.popleft())
+        return admitted
+
+    def _guarded(self, work, *args) -> None:
+        """Run `work`; if the model fails, fail every affected request (the server stays up)."""
+        try:
+            work(*args)
+        except Exception as err:  # noqa: BLE001 - one bad request must not stop the server
+            log.exception("decoding failed")
+            jobs = {id(job): job for job in [*(row.job for row in self._rows.values()), *args]}
+            for handle in list(self._rows):
+                self._remove(handle)
+            for job in jobs.values():
+                job.emit(Failed(f"decoding failed: {type(err).__name__}: {err}"))
+
+    def _admit(self, job: Job) -> None:
+        handle, out = self.decoder.add(job.prompt_ids)
+        self.metrics.prompt_tokens.inc(len(job.prompt_ids))
+        seed = job.sampling.seed
+        generator = torch.Generator(device=self.model.device).manual_seed(seed) if seed is not None else None
+        self._rows[handle] = Row(job, TextStream(self.tokenizer, job.sampling.stop), generator,
+                                 job.prompt_ids[-1], job.submitted)
+        self._advance({handle: out})
+
+    def _step(self) -> None:
+        outputs = self.decoder.step({h: row.pending for h, row in self._rows.items()})
+        self.metrics.steps.inc()
+        self._advance(outputs)
+
+    def _advance(self, outputs: dict[int, RowOutput]) -> None:
+        """Sample each row's next token from its logits, send it, and end rows that are done."""
+        handles = list(outputs)
+        tokens = sample_rows(torch.stack([outputs[h].logits for h in handles]),
+                             [self._rows[h] for h in handles], self.tokenizer.vocab_size)
+        now = time.perf_counter()
+        for handle, token in zip(handles, tokens):
+            row = self._rows[handle]
+            self._send(row, token, outputs[handle], now)
+            finish = self._finish_reason(row, token)
+            if finish is None:
+                row.pending, row.input = token, token
+                continue
+            row.job.emit(Done(finish, len(row.job.prompt_ids), row.generated, row.text.finish()))
+            self.metrics.completion_tokens.inc(row.generated)
+            self._remove(handle)
+
+    def _send(self, row: Row, token: int, output: RowOutput, now: float) -> None:
+        first = row.generated == 0
+        (self.metrics.time_to_first_token if first else self.metrics.inter_token_latency).observe(now - row.last_time)
+        ms = (now - row.last_time) * 1000
+        row.last_time = now
+        row.generated += 1
+        text = "" if token == self.tokenizer.eos_id else row.text.push(token)
+        stats = None
+        if row.job.token_stats:
+            stats = {name: json_value(value) for name, value in output.token_stats.items()}
+        row.job.emit(Token(text, token, row.input, ms, stats))
+
+    def _finish_reason(self, row: Row, token: int) -> str | None:
+        if token == self.tokenizer.eos_id or row.text.stopped:
+            return "stop"
+        if row.generated >= row.job.sampling.max_tokens:
+            return "length"
+        return None
+
+    def _remove(self, handle: int) -> None:
+        self.decoder.remove(handle)
+        del self._rows[handle]
+
+
+def sample_rows(logits: torch.Tensor, rows: list[Row], vocab: int) -> list[int]:
+    """One token per row from logits [R, V]: greedy rows in one argmax, the others each with their
+    own temperature, top-k/top-p and generator. Ids the tokenizer cannot decode are never drawn."""
+    logits = logits.float()
+    if vocab < logits.shape[-1]:
+        logits[:, vocab:] = float("-inf")
+    tokens = logits.argmax(dim=-1)
+    for i, row in enumerate(rows):
+        s = row.job.sampling
+        if s.temperature > 0:
+            scaled = filter_top_k_top_p(logits[i] / s.temperature, s.top_k, s.top_p)
+            tokens[i] = torch.multinomial(scaled.softmax(dim=-1), 1, generator=row.generator)[0]
+    return tokens.tolist()
+
+
+def json_value(value: torch.Tensor):
+    """A statistic as JSON numbers (floats to 4 decimals: enough to draw, a quarter of the bytes)."""
+    if value.is_floating_point():
+        value = value.float().round(decimals=4)
+    return value.tolist()

@@ -1,0 +1,57 @@
+"""The load test of `lmzoo serve` (benchmarks/serve_load.py): a short run here, the 32 x 60 s one in test-all."""
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import lmzoo
+from lmzoo.tokenizers import get_tokenizer
+
+pytest.importorskip("httpx")  # the serve extra and httpx are in the dev extra
+from lmzoo.serving.app import ServerOptions, create_app  # noqa: E402
+from lmzoo.serving.requests import Limits  # noqa: E402
+from lmzoo.serving.runner import ServerThread  # noqa: E402
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def serve_load():
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module("serve_load")
+
+
+def test_four_clients_for_three_seconds_stream_without_errors(serve_load):
+    torch.manual_seed(0)
+    model = lmzoo.create_model("transformer", "nano", vocab_size=259)
+    app = create_app(model, get_tokenizer("bytes"), ServerOptions("nano", Limits(max_tokens=8), max_batch=4))
+    with ServerThread(app) as server:
+        results, elapsed = asyncio.run(serve_load.load(server.url, clients=4, seconds=3.0, max_tokens=8))
+    summary = serve_load.summarise(results, elapsed)
+    assert summary["errors"] == 0 and summary["requests"] >= 4
+    assert summary["tokens"] == sum(r.tokens for r in results) and 0 < summary["tokens"] <= 8 * summary["requests"]
+    assert 0 < summary["ttft_p50_ms"] <= summary["ttft_p99_ms"] and summary["itl_p50_ms"] > 0
+    assert 3.0 <= elapsed < 60
+
+
+def test_report_and_bounds(serve_load):
+    with pytest.raises(SystemExit, match="client counts"):
+        serve_load.Settings(clients=[0])
+    with pytest.raises(SystemExit, match="durations"):
+        serve_load.Settings(seconds=10_000)
+    assert serve_load.percentile([3.0, 1.0, 2.0], 50) == 2.0 and serve_load.percentile([], 99) is None
+
+
+@pytest.mark.slow
+def test_thirty_two_clients_for_a_minute_without_errors_and_with_bounded_memory(serve_load):
+    settings = serve_load.Settings(archs=["transformer"], size="nano", clients=[1], seconds=5, long_clients=32,
+                                   long_seconds=60, max_tokens=16)
+    data = serve_load.run(settings, log=lambda _: None)
+    single, crowd = data["archs"]["transformer"]
+    assert crowd["clients"] == 32 and crowd["errors"] == 0 and crowd["requests"] >= 32
+    assert crowd["rss_after_mb"] - crowd["rss_before_mb"] < 100  # no growth with the requests served
+    assert "| transformer | 32 |" in serve_load.render_markdown(data)
