@@ -153,15 +153,17 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                     "--resume": "reference", "--no-tensorboard": "flag"},
     ("energy",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
                   "--batch-size": "count", "--max-tokens": "count", "--ac-pj": "nonnegative",
-                  "--mac-pj": "nonnegative", "--json": "out_file"},
+                  "--mac-pj": "nonnegative", "--json": "flag", "--out": "out_file"},
     ("analyze",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
-                   "--json": "out_file"},
+                   "--json": "flag", "--out": "out_file"},
 }
+for verb_options in OPTIONS.values():  # a global option, accepted after every verb
+    verb_options.setdefault("--threads", "count")
 # Verbs that write, each with an invocation that writes, for the full-disk and unwritable cases.
 WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "train"), ("train",), ("demo",),
                                            ("finetune",))}
-WRITERS[("energy",)] = [*VERBS[("energy",)], "--json", "{new}.json"]
-WRITERS[("analyze",)] = [*VERBS[("analyze",)], "--json", "{new}.json"]
+WRITERS[("energy",)] = [*VERBS[("energy",)], "--out", "{new}.json"]
+WRITERS[("analyze",)] = [*VERBS[("analyze",)], "--out", "{new}.json"]
 WRITERS[("eval",)] = ["{model}", "--qa", "{qa}", "--out", "{new}.jsonl", "--max-new-tokens", "2", "--device", "cpu"]
 
 

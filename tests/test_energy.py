@@ -47,7 +47,7 @@ def test_energy_cli_prints_a_table_and_writes_json(tmp_path, capsys):
     text.write_text("Ein kleiner Text über Energie. " * 40)
     out = tmp_path / "e.json"
     assert main(["energy", "spike-transformer", "--data", str(text), "--seq-len", "64", "--max-tokens", "512",
-                 "--json", str(out)]) == 0
+                 "--out", str(out)]) == 0
     assert "energy vs dense same-shape model" in capsys.readouterr().out
     assert json.loads(out.read_text())["tokens"] == 512
     assert main(["energy", "spike-transformer", "--data", str(tmp_path / "missing.txt")]) == 2

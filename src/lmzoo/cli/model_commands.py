@@ -166,38 +166,60 @@ def run_generate_with_context(args) -> None:
     """Feed --context-file in chunks, report speed and memory on stderr, then continue it."""
     import time
 
-    from tqdm import tqdm
-
-    from lmzoo.generation import feed, generate_text, iter_file_token_chunks
+    from lmzoo.cli.progress import Progress
+    from lmzoo.generation import feed, iter_file_token_chunks
 
     if args.prompt is not None and len(args.prompt) > 1:
         raise LmzooError(f"--context-file continues one text: pass at most one --prompt, got {len(args.prompt)}")
     prompt = args.prompt[0] if args.prompt else ""
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     state = model.init_state()
-    sizes: list[int] = []  # the state's bytes after the first and after the latest chunk
-    bar = tqdm(desc="context", unit="tok", unit_scale=True, dynamic_ncols=True, disable=None)  # None: terminal only
-
-    def progress(fed: int) -> None:
-        bar.update(fed - bar.n)
-        if len(sizes) == 2:
-            sizes.pop()
-        sizes.append(state.nbytes())
-
+    growth = StateGrowth(args.chunk_size)
     started = time.perf_counter()
-    try:
+    with Progress("context", "tokens") as progress:
+        def on_chunk(fed: int) -> None:
+            progress.update(fed)
+            growth.record(fed, state.nbytes())
+
         state, logits = feed(model, iter_file_token_chunks(args.context_file, tok), state=state,
-                             chunk_size=args.chunk_size, progress=progress)
-    finally:
-        bar.close()
+                             chunk_size=args.chunk_size, progress=on_chunk)
     seconds = time.perf_counter() - started
     rate = state.position / max(seconds, 1e-9)
     print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({rate:,.0f} tokens/s); "
-          f"state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
-    if not model.constant_state and sizes[-1] > sizes[0]:
-        print(f"lmzoo: note: the {model.config.arch} state grew from {sizes[0] / 2**20:.1f} to "
-              f"{sizes[-1] / 2**20:.1f} MB while feeding: its memory grows with the context (architectures "
-              f"with a constant-size state: {', '.join(constant_state_architectures())})", file=sys.stderr)
+          f"state {megabytes(growth.last)}; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
+    if not model.constant_state and growth.grew():
+        others = [arch for arch in constant_state_architectures() if arch != model.config.arch]
+        print(f"lmzoo: note: the {model.config.arch} state grew from {megabytes(growth.first_full)} after the "
+              f"first chunk to {megabytes(growth.last_full)} after the last full one: its memory grows with the "
+              f"context (architectures with a constant-size state: {', '.join(others)})", file=sys.stderr)
+    continue_context(args, model, tok, prompt, state, logits)
+
+
+class StateGrowth:
+    """The state's size after the first and the latest *full* chunk: like with like, since a
+    partial last chunk can leave a state smaller or larger without any growth."""
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.first_full = self.last_full = self.last = None
+
+    def record(self, fed: int, nbytes: int) -> None:
+        self.last = nbytes
+        if fed % self.chunk_size == 0:  # feed() cuts every chunk but the last at chunk_size
+            self.first_full = nbytes if self.first_full is None else self.first_full
+            self.last_full = nbytes
+
+    def grew(self) -> bool:
+        return self.first_full is not None and self.last_full > self.first_full
+
+
+def megabytes(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.2f} MB"
+
+
+def continue_context(args, model, tok, prompt: str, state, logits) -> None:
+    from lmzoo.generation import generate_text
+
     stream = not args.no_stream
     if stream:
         sys.stdout.write(prompt)
@@ -227,6 +249,7 @@ def run_chat(args) -> None:
 def run_eval(args) -> None:
     import tempfile
 
+    from lmzoo.cli.progress import Progress
     from lmzoo.data import TokenDataset, prepare_dataset
     from lmzoo.training.evaluate import evaluate
 
@@ -241,8 +264,9 @@ def run_eval(args) -> None:
         # The whole input is the evaluation split: tokenise it with the model's own tokenizer.
         prepare_dataset(args.data, Path(tmp), tokenizer=tok, val_fraction=1.0, text_field=args.text_field)
         dataset = TokenDataset(Path(tmp), "val")
-        result = evaluate(model, dataset, batch_size=args.batch_size, seq_len=args.seq_len,
-                          max_batches=args.max_batches)
+        with Progress("eval", "tokens") as progress:
+            result = evaluate(model, dataset, batch_size=args.batch_size, seq_len=args.seq_len,
+                              max_batches=args.max_batches, progress=progress.update)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

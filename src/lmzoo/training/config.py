@@ -178,7 +178,7 @@ class TrainConfig(LoopConfig):
     model_args: dict = flag_field({}, "model config overrides as KEY=VALUE, repeatable (e.g. d_model=256); "
                                       "vocab_size defaults to the dataset's", flag="--model-arg",
                                   action="append", type=_parse_model_arg, metavar="KEY=VALUE")
-    data: str = flag_field("", "dataset directory written by `lmzoo prepare` (train.bin, val.bin, meta.json)")
+    data: str = flag_field("", "dataset directory written by `lmzoo data prepare` (train.bin, val.bin, meta.json)")
     out: str = flag_field("runs/default", "output directory: metrics.jsonl and checkpoints/")
     seq_len: int = flag_field(256, "tokens per training window")
     max_tokens: int | None = flag_field(None, "train until this many tokens were seen (overrides --max-steps)")

@@ -91,7 +91,7 @@ TRAJECTORY_FIELDS = ("arch", "size", "model_args", "data", "seq_len", "batch_siz
 
 def _open_datasets(cfg: TrainConfig):
     if not cfg.data:
-        raise LmzooError("no dataset given; pass --data DIR (a folder written by `lmzoo prepare`)")
+        raise LmzooError("no dataset given; pass --data DIR (a folder written by `lmzoo data prepare`)")
     from lmzoo.data import TokenDataset
     return TokenDataset(cfg.data, "train"), TokenDataset(cfg.data, "val")
 
