@@ -103,7 +103,7 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                 "--json": "flag"},
     ("generate",): {"model": "model", "--prompt": "prompt", "--context-file": "text_file", "--chunk-size": "count",
                     **SAMPLING, "--no-stream": "flag"},
-    ("chat",): {"model": "model", **SAMPLING},
+    ("chat",): {"model": "model", "--system": "free", **SAMPLING},
     ("eval",): {"model": "model", "--data": "input", "--qa": "jsonl", "--template": "template",
                 "--max-new-tokens": "count", "--examples": "count0", "--out": "out_file", "--text-field": "free",
                 "--seq-len": "count", "--batch-size": "count", "--max-batches": "count", "--device": "device",

@@ -49,8 +49,10 @@ def register(verbs) -> None:
     p.add_argument("--no-stream", action="store_true", help="print the result at the end instead of streaming")
     p.set_defaults(run=run_generate)
 
-    p = verbs.add_parser("chat", help="interactive prompt loop (each line is a new prompt)")
+    p = verbs.add_parser("chat", help="a conversation: each line is your next message; the model sees the whole "
+                         "conversation in lmzoo's chat template (docs/generation.md)")
     p.add_argument("model", help="model directory")
+    p.add_argument("--system", default=None, help="a system message that opens the conversation")
     add_sampling_arguments(p)
     p.set_defaults(run=run_chat)
 
@@ -229,11 +231,17 @@ def continue_context(args, model, tok, prompt: str, state, logits) -> None:
 
 
 def run_chat(args) -> None:
-    from lmzoo.generation import generate_text
+    """A conversation in lmzoo's chat template (lmzoo.chat): every turn sees the turns before it."""
+    from lmzoo.chat import STOP_STRINGS, format_chat, reply_text
+    from lmzoo.generation import check_prompts, generate_text
 
     check_sampling_options(args)
+    messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    check_prompts([format_chat(messages)] if messages else [])
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
-    print("lmzoo chat: type a prompt and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
+    options = {**sampling_options(args), "stop_strings": [*STOP_STRINGS, *args.stop]}
+    print("lmzoo chat: type a message and press Enter; /reset starts a new conversation; an empty line or Ctrl-D "
+          "quits.", file=sys.stderr)
     while True:
         try:
             line = input("> ")
@@ -243,7 +251,12 @@ def run_chat(args) -> None:
             raise LmzooError("the prompt is not UTF-8 text; type or pipe UTF-8") from None
         if not line.strip():
             break
-        generate_text(model, tok, line, stream=True, **sampling_options(args))
+        if line.strip() == "/reset":
+            del messages[1 if args.system is not None else 0:]
+            continue
+        messages.append({"role": "user", "content": line})
+        generated = generate_text(model, tok, format_chat(messages), stream=True, **options)[0]
+        messages.append({"role": "assistant", "content": reply_text(generated)})
 
 
 def run_eval(args) -> None:

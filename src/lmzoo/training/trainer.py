@@ -231,6 +231,8 @@ class Trainer:
         cfg, env, progress = self.cfg, self.env, self.progress
         if env.is_main:
             remove_partial_writes(self.ckpt_root)
+        if env.is_main and self.verbose:
+            self._announce()
         metrics = MetricsLogger(self.out, cfg.tensorboard, enabled=env.is_main)
         metrics.log({"type": "start", "step": progress.step, "resumed_from": str(self.last_checkpoint or "")})
         meter = StepMeter(env.device)
@@ -282,7 +284,7 @@ class Trainer:
         self._log_events(metrics)
         if read["skipped"]:
             self._on_nonfinite(read["first_bad_step"], read["skipped"])
-        self._report(row, bar)
+        self._report(row, bar, tuple(stats))
         loss = {} if read["loss"] is None else {"loss": f"{read['loss']:.4f}"}
         bar.set_postfix(**loss, tok_s=f"{tok_s:,.0f}", **self.task.postfix(progress.step - 1), refresh=False)
         return row
@@ -303,10 +305,38 @@ class Trainer:
             warn(f"skipped {skipped} update(s) with a non-finite loss/gradient since the last log, "
                  f"first at step {first_bad_step} (nan_policy=skip)")
 
-    def _report(self, row: dict, bar: tqdm) -> None:
-        # The bar shows progress on a terminal; a log file gets one line per interval instead.
-        if self.env.is_main and self.verbose and bar.disable:
-            print(format_row(row, self.total_steps), flush=True)
+    def _report(self, row: dict, bar: tqdm, stat_names: tuple[str, ...] = ()) -> None:
+        """One line per log interval and per evaluation; on a terminal above the progress bar."""
+        if not (self.env.is_main and self.verbose):
+            return
+        line = format_row(row, self.total_steps, stat_names)
+        if bar.disable:
+            print(line, flush=True)
+        else:
+            tqdm.write(line, file=sys.stdout)
+
+    def _announce(self) -> None:
+        """What is about to run, before the first step: model, token budget, device and numerics."""
+        cfg, model = self.cfg, self.model
+        params = sum(p.numel() for p in model.parameters())
+        size = getattr(cfg, "size", None)
+        parts = [f"{model.config.arch}{f' / {size}' if size else ''}: {params:,} parameters"]
+        per_step = getattr(self.task, "tokens_per_step", None)
+        if per_step:
+            parts.append(f"{per_step:,} tokens/step x {self.total_steps:,} steps = "
+                         f"{per_step * self.total_steps:,} tokens")
+        else:
+            parts.append(f"{self.total_steps:,} steps")
+        numerics = str(self.autocast_dtype).replace("torch.", "") + " autocast" if self.autocast_dtype else "fp32"
+        parts.append(f"device {self.env.device} x {self.env.world_size} process(es), "
+                     f"{torch.get_num_threads()} threads, {numerics}")
+        print("lmzoo: " + " | ".join(parts), file=sys.stderr, flush=True)
+        if cfg.warmup_steps >= self.total_steps:
+            peak = self.schedule(self.total_steps - 1)
+            warn(f"--warmup-steps {cfg.warmup_steps} >= the run's {self.total_steps} steps: the learning rate "
+                 f"climbs until the last step, peaking at {peak:.2e} (--lr {cfg.lr:g}), and never decays; lower "
+                 f"--warmup-steps (e.g. to "
+                 f"{max(1, self.total_steps // 10)})")
 
     def _evaluate(self, metrics: MetricsLogger, bar: tqdm) -> None:
         step = self.progress.step
