@@ -96,7 +96,7 @@ def run_energy(args) -> None:
 
 
 def format_energy(result: dict, arch: str) -> str:
-    lines = [f"{arch}: {result['tokens']:,} tokens; per token, linear layers only "
+    lines = [f"{arch}: {result['tokens']:,} tokens; per token, every matrix product "
              f"(AC {result['costs']['ac_pj']} pJ, MAC {result['costs']['mac_pj']} pJ)",
              f"{'layer':<10} {'spike rate':>10} {'ACs':>12} {'MACs':>12} {'energy nJ':>10} {'dense MACs':>12} "
              f"{'dense nJ':>10}"]
