@@ -192,3 +192,60 @@ def test_progress_prints_lines_when_not_on_a_terminal():
         progress.update(25)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("lmzoo: eval: 10 tokens (") and lines[1].startswith("lmzoo: eval: 25 tokens (")
+
+
+# ---- what practitioners expect -----------------------------------------------------------------
+def scripted_val_losses(monkeypatch, losses):
+    """Evaluations return these val losses in turn (the run itself trains for real)."""
+    from lmzoo.training.tasks import Pretraining
+
+    queue = list(losses)
+    monkeypatch.setattr(Pretraining, "evaluate", lambda self, *a: {"val_loss": queue.pop(0)})
+
+
+def test_keep_best_early_stop_and_run_at_best(run, tmp_path, monkeypatch, capsys):
+    scripted_val_losses(monkeypatch, [3.0, 2.0, 2.5, 2.6, 1.0])
+    out = tmp_path / "r"
+    args = [*TINY, "--data", run / "data", "--out", out, "--max-steps", 10, "--seq-len", 16, "--batch-size", 2,
+            "--eval-interval", 2, "--checkpoint-interval", 3, "--keep-last", 1, "--warmup-steps", 1]
+    assert lmzoo_cli("train", *args, "--keep-best", "--early-stop-patience", 2) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["status"] == "early-stopped" and summary["step"] == 8 and summary["best_val_loss"] == 2.0
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert steps == ["step-0000004", "step-0000008"]  # the best (saved at its evaluation) survives pruning
+    from lmzoo.training.checkpointing import resolve_model_dir
+    assert resolve_model_dir(f"{out}@best").name == "step-0000004"
+    assert lmzoo_cli("train", *args, "--keep-best", "--early-stop-patience", 2) == 0  # stays stopped
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 8
+
+    assert lmzoo_cli("info", out) == 0
+    text = capsys.readouterr().out
+    assert "step-0000004" in text and "<- best" in text and "2.0000" in text
+    assert lmzoo_cli("info", f"{out}@best", "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["checkpoint"]["step"] == 4 and info["checkpoint"]["val_loss"] == 2.0
+    assert info["tokenizer"] == {"kind": "bytes", "vocab_size": 259}
+
+
+def test_run_at_best_needs_a_recorded_val_loss(run, capsys):
+    assert lmzoo_cli("info", f"{run / 'data'}@best") == 2
+    assert "not a training run" in capsys.readouterr().err
+    assert lmzoo_cli("info", "no-such-thing") == 2
+    assert "neither an architecture" in capsys.readouterr().err
+
+
+def test_init_from_starts_a_fresh_run_from_saved_weights(run, tmp_path, capsys):
+    from lmzoo.training.checkpointing import resolve_model_dir
+
+    source = lmzoo.load(run / "run")
+    args = ["--data", run / "data", "--max-steps", 1, "--seq-len", 16, "--batch-size", 2, "--eval-interval", 0,
+            "--warmup-steps", 0, "--lr", 1e-9, "--weight-decay", 0]
+    assert lmzoo_cli("train", *TINY, "--out", tmp_path / "a", "--init-from", run / "run", *args) == 0
+    started = lmzoo.load(tmp_path / "a")
+    state = json.loads((resolve_model_dir(tmp_path / "a") / "trainer_state.json").read_text())
+    assert state["step"] == 1  # a fresh schedule and step count
+    for (name, a), b in zip(source.state_dict().items(), started.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # lr 1e-9: the weights it started from
+    assert lmzoo_cli("train", "--arch", "transformer", "--size", "nano", "--out", tmp_path / "b",
+                     "--init-from", run / "run", *args) == 2
+    assert "config differs from this run's in d_model (32 there, 128 here)" in capsys.readouterr().err

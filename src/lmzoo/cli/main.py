@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except LmzooError as e:
         print(f"lmzoo: error: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `lmzoo generate ... | head` (an OSError: caught before those)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         message = describe_os_error(e)
         if message is None:
@@ -113,9 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nlmzoo: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `lmzoo generate ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def one_line(message: str) -> str:

@@ -26,8 +26,11 @@ def register(verbs) -> None:
     p = verbs.add_parser("list", help="list architectures and their size presets")
     p.set_defaults(run=run_list)
 
-    p = verbs.add_parser("info", help="parameters and FLOPs per token of an architecture at a size")
-    p.add_argument("arch", help="architecture name (see `lmzoo list`)")
+    p = verbs.add_parser("info", help="parameters and FLOPs per token of an architecture at a size; or what a "
+                         "saved model, checkpoint or run holds (config, step, tokens, val loss, checkpoints)")
+    p.add_argument("arch", metavar="ARCH_OR_MODEL",
+                   help="architecture name (see `lmzoo list`), or a saved model, checkpoint or run directory "
+                        "(RUN@best: its checkpoint with the lowest val loss)")
     p.add_argument("--size", default="nano", help="size preset (default: nano)")
     p.add_argument("--vocab-size", type=int, default=259, help="vocabulary size (default: 259, bytes)")
     p.add_argument("--seq-len", type=int, default=256, help="sequence length for the FLOP count (default: 256)")
@@ -107,6 +110,9 @@ def run_list(args) -> None:
 def run_info(args) -> None:
     from lmzoo.accounting import describe
 
+    if args.arch not in lmzoo.list_architectures() or Path(args.arch).exists():
+        from lmzoo.cli.info_commands import run_info_saved
+        return run_info_saved(args)
     if not 1 <= args.seq_len <= MAX_INFO_SEQ_LEN:
         raise LmzooError(f"--seq-len must be between 1 and {MAX_INFO_SEQ_LEN:,} (info runs one forward and "
                          f"backward pass at that length), got {args.seq_len:,}")

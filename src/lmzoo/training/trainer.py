@@ -66,6 +66,7 @@ class Progress:
     tokens: int = 0
     skipped_steps: int = 0
     best_val_loss: float | None = None
+    evals_since_best: int = 0  # evaluations since the best val loss: --early-stop-patience counts them
 
 
 class StopRequest:
@@ -149,6 +150,8 @@ class Trainer:
         self.since_eval = StepMeter(env.device)
         self.last_checkpoint: Path | None = None
         self.last_eval: dict | None = None
+        self.new_best = False  # the latest evaluation set a new best val loss
+        self.early_stopped = False
         if resume is not None:
             self._restore(resume)
 
@@ -182,7 +185,7 @@ class Trainer:
         restore_rng(ckpt.rng_state)
         state = ckpt.trainer_state
         self.progress = Progress(state["step"], state["tokens_seen"], state.get("skipped_steps", 0),
-                                 state.get("best_val_loss"))
+                                 state.get("best_val_loss"), state.get("evals_since_best", 0))
         self.last_checkpoint = ckpt.path
         if self.env.is_main:  # the saved sums are over all ranks: one rank carries them on
             self.since_eval.load_state_dict(state.get("since_eval"))
@@ -244,7 +247,9 @@ class Trainer:
         try:
             if progress.step == 0 and self.task.eval_at_start:
                 self._evaluate(metrics, bar)
-            while progress.step < self.total_steps:
+            if progress.step > 0:
+                self.patience_ran_out()  # a resumed run that had stopped early stays stopped
+            while progress.step < self.total_steps and not self.early_stopped:
                 loss, grad_norm, bad, stats, tokens = self._train_step()
                 progress.step += 1
                 progress.tokens += tokens
@@ -258,9 +263,13 @@ class Trainer:
                 else:  # a single process can stop at any step; ranks agree only at log points
                     stopping = self.stop.requested and not env.enabled
                 interval = self.task.eval_interval
-                if (interval and progress.step % interval == 0) or last:
+                evaluated = bool(interval and progress.step % interval == 0) or last
+                if evaluated:
                     self._evaluate(metrics, bar)
-                if (cfg.checkpoint_interval and progress.step % cfg.checkpoint_interval == 0) or last or stopping:
+                stopping = stopping or (evaluated and self.patience_ran_out())
+                keep_best = evaluated and cfg.keep_best and self.new_best  # so that RUN@best is this step
+                if (cfg.checkpoint_interval and progress.step % cfg.checkpoint_interval == 0) or last or stopping \
+                        or keep_best:
                     self._save()
                 if stopping:
                     break
@@ -345,9 +354,12 @@ class Trainer:
         train_loss = self.since_eval.read()["loss"]
         if train_loss is not None:
             row["train_loss"] = train_loss
+        self.new_best = False
         if row.get("val_loss") is not None:
             best = self.progress.best_val_loss
-            self.progress.best_val_loss = row["val_loss"] if best is None else min(best, row["val_loss"])
+            self.new_best = best is None or row["val_loss"] < best
+            self.progress.best_val_loss = row["val_loss"] if self.new_best else best
+            self.progress.evals_since_best = 0 if self.new_best else self.progress.evals_since_best + 1
         self.last_eval = row
         metrics.log(row)
         self._report(row, bar)
@@ -364,7 +376,7 @@ class Trainer:
         if self.env.is_main:
             save_checkpoint(self.ckpt_root, step, model_state, self.model.config, self.model.tokenizer,
                             optimizer_state, {**self._trainer_state(), "since_eval": since_eval})
-            prune_checkpoints(self.ckpt_root, self.cfg.keep_last, step)
+            prune_checkpoints(self.ckpt_root, self.cfg.keep_last, step, self.cfg.keep_best)
         self.last_checkpoint = checkpoint_dir(self.ckpt_root, step)
         self._restart_clock()
 
@@ -374,17 +386,31 @@ class Trainer:
 
     def _trainer_state(self) -> dict:
         p = self.progress
+        # The checkpoint's own val loss: of an evaluation at its step, else none (RUN@best compares these).
+        val_loss = self.last_eval.get("val_loss") if self.last_eval and self.last_eval["step"] == p.step else None
         return {"task": self.task.kind, "step": p.step, "tokens_seen": p.tokens, "skipped_steps": p.skipped_steps,
-                "best_val_loss": p.best_val_loss, "world_size": self.env.world_size,
+                "best_val_loss": p.best_val_loss, "val_loss": val_loss, "evals_since_best": p.evals_since_best, "world_size": self.env.world_size,
                 "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict(), **self.task.state_dict()}
 
+    def patience_ran_out(self) -> bool:
+        """--early-stop-patience: that many evaluations in a row without a new best val loss."""
+        patience = self.cfg.early_stop_patience
+        if not patience or self.progress.evals_since_best < patience:
+            return False
+        if self.env.is_main and self.verbose:
+            print(f"early stop at step {self.progress.step}: no new best val loss in {patience} evaluations "
+                  f"(best {self.progress.best_val_loss:.4f})", file=sys.stderr, flush=True)
+        self.early_stopped = True
+        return True
+
     def _summary(self, train_row: dict | None, started: float) -> dict:
-        interrupted = self.progress.step < self.total_steps
+        interrupted = self.progress.step < self.total_steps and not self.early_stopped
         if interrupted and self.env.is_main:
             print(f"{self.stop.signal_name}: stopped at step {self.progress.step} and saved "
                   f"{self.last_checkpoint}; run the same command again to resume", file=sys.stderr, flush=True)
         last_eval = self.last_eval or {}
-        return {"status": "interrupted" if interrupted else "completed", "step": self.progress.step,
+        status = "interrupted" if interrupted else "early-stopped" if self.early_stopped else "completed"
+        return {"status": status, "step": self.progress.step,
                 "total_steps": self.total_steps, "tokens": self.progress.tokens,
                 "train_loss": train_row["loss"] if train_row else None,
                 "val_loss": last_eval.get("val_loss"), "val_bpb": last_eval.get("val_bpb"),
