@@ -19,7 +19,7 @@ def run_info_saved(args) -> None:
     import lmzoo
 
     target = args.arch
-    if not Path(target).exists() and not target.endswith(BEST_SUFFIX):
+    if not target or (not Path(target).exists() and not target.endswith(BEST_SUFFIX)):
         raise LmzooError(f"'{target}' is neither an architecture ({', '.join(lmzoo.list_architectures())}) nor a "
                          "saved model, checkpoint or run directory; check the name or path")
     model_dir = resolve_model_dir(target)
