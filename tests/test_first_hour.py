@@ -231,7 +231,7 @@ def test_run_at_best_needs_a_recorded_val_loss(run, capsys):
     assert lmzoo_cli("info", f"{run / 'data'}@best") == 2
     assert "not a training run" in capsys.readouterr().err
     assert lmzoo_cli("info", "no-such-thing") == 2
-    assert "neither an architecture" in capsys.readouterr().err
+    assert "unknown architecture 'no-such-thing'" in capsys.readouterr().err
 
 
 def test_init_from_starts_a_fresh_run_from_saved_weights(run, tmp_path, capsys):

@@ -20,8 +20,8 @@ def run_info_saved(args) -> None:
 
     target = args.arch
     if not target or (not Path(target).exists() and not target.endswith(BEST_SUFFIX)):
-        raise LmzooError(f"'{target}' is neither an architecture ({', '.join(lmzoo.list_architectures())}) nor a "
-                         "saved model, checkpoint or run directory; check the name or path")
+        raise LmzooError(f"unknown architecture '{target}' (valid: {', '.join(lmzoo.list_architectures())}), and no "
+                         "saved model, checkpoint or run directory of that name; check the name or path")
     model_dir = resolve_model_dir(target)
     model = lmzoo.load(model_dir)
     info = {"model": str(model_dir), "arch": model.config.arch, "config": model.config.to_dict(),
