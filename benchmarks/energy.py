@@ -4,7 +4,8 @@
 Trains `spike-transformer` (or takes --checkpoint) on the German texts with the settings of
 `benchmarks/curriculum.py` (shuffled order), then runs `lmzoo.energy.measure_energy` on text it
 did not train on (the German Wikipedia sample articles) and also on the untrained model, for
-reference. Every linear layer's ACs/MACs are counted; see src/lmzoo/energy.py.
+reference. Every matrix product's ACs/MACs are counted (linear layers, attention, the running
+sums' einsums); see src/lmzoo/energy.py.
 
     python benchmarks/energy.py --size micro --steps 300 --threads 2
 """
@@ -39,7 +40,7 @@ def render(data: dict) -> str:
     lines = ["### Spike Transformer: operations and energy on real text", "",
              common.command_header(data), "",
              f"`spike-transformer/{data['size']}` (T = {data['timesteps']}); text: the German Wikipedia sample "
-             f"articles, {data['tokens']:,} byte tokens, not in the training data. Per token, linear layers only; "
+             f"articles, {data['tokens']:,} byte tokens, not in the training data. Per token, every matrix product (linear layers, attention, running sums); "
              "energy with 0.9 pJ per AC and 4.6 pJ per MAC; the dense reference is the same network without "
              "spikes (one pass, real inputs, all MACs).", ""]
     rows = []

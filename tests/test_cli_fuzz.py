@@ -112,7 +112,7 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                 "--json": "flag"},
     ("generate",): {"model": "model", "--prompt": "prompt", "--context-file": "text_file", "--chunk-size": "count",
                     **SAMPLING, "--no-stream": "flag"},
-    ("chat",): {"model": "model", **SAMPLING},
+    ("chat",): {"model": "model", "--system": "free", **SAMPLING},
     ("eval",): {"model": "model", "--data": "input", "--qa": "jsonl", "--template": "template",
                 "--max-new-tokens": "count", "--examples": "count0", "--out": "out_file", "--text-field": "free",
                 "--seq-len": "count", "--batch-size": "count", "--max-batches": "count", "--device": "device",
@@ -143,6 +143,7 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                  "--device": "device", "--threads": "count", "--seed": "seed", "--nan-policy": "choice",
                  "--eval-interval": "count0", "--eval-batches": "count", "--log-interval": "count",
                  "--checkpoint-interval": "count0", "--keep-last": "count0", "--resume": "reference",
+                 "--no-keep-best": "flag", "--early-stop-patience": "count0", "--init-from": "model",
                  "--no-tensorboard": "flag", "--no-fsdp": "flag", "--no-activation-checkpointing": "flag",
                  "--curriculum": "choice",
                  "--curriculum-scorer": "choice", "--curriculum-reference": "reference",
@@ -161,13 +162,14 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                     "--config": "recipe", "--run-dir": "out_dir", "--grad-accum": "size", "--betas": "betas",
                     "--no-compile": "flag", "--nan-policy": "choice", "--eval-interval": "count0",
                     "--log-interval": "count", "--checkpoint-interval": "count0", "--keep-last": "count0",
+                    "--no-keep-best": "flag", "--early-stop-patience": "count0",
                     "--resume": "reference", "--no-tensorboard": "flag",
                     "--no-activation-checkpointing": "flag"},
     ("energy",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
                   "--batch-size": "count", "--max-tokens": "count", "--ac-pj": "nonnegative",
-                  "--mac-pj": "nonnegative", "--json": "out_file"},
+                  "--mac-pj": "nonnegative", "--json": "flag", "--out": "out_file"},
     ("analyze",): {"model": "model_or_arch", "--data": "text_file", "--size": "size_preset", "--seq-len": "count",
-                   "--json": "out_file"},
+                   "--json": "flag", "--out": "out_file"},
     ("plot",): {"runs": "run_dir", "--out": "out_dir"},
     ("arena",): {"--data": "input", "--test": "input", "--budget-tokens": "positive", "--budget-seconds": "positive",
                  "--archs": "arch", "--seeds": "count", "--quick": "flag", "--full": "flag", "--device": "device",
@@ -179,11 +181,13 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
                  "--max-prompt-tokens": "count", "--max-body-bytes": "count", "--api-key": "free",
                  "--cors-origin": "free", "--device": "device"},
 }
+for verb_options in OPTIONS.values():  # a global option, accepted after every verb
+    verb_options.setdefault("--threads", "count")
 # Verbs that write, each with an invocation that writes, for the full-disk and unwritable cases.
 WRITERS = {verb: VERBS[verb] for verb in (("data", "prepare"), ("tokenizer", "train"), ("train",), ("demo",),
                                            ("finetune",))}
-WRITERS[("energy",)] = [*VERBS[("energy",)], "--json", "{new}.json"]
-WRITERS[("analyze",)] = [*VERBS[("analyze",)], "--json", "{new}.json"]
+WRITERS[("energy",)] = [*VERBS[("energy",)], "--out", "{new}.json"]
+WRITERS[("analyze",)] = [*VERBS[("analyze",)], "--out", "{new}.json"]
 WRITERS[("plot",)] = VERBS[("plot",)]
 WRITERS[("arena",)] = VERBS[("arena",)]
 WRITERS[("eval",)] = ["{model}", "--qa", "{qa}", "--out", "{new}.jsonl", "--max-new-tokens", "2", "--device", "cpu"]

@@ -285,7 +285,7 @@ def test_eval_batches_cover_the_split(big_dataset):
 
 
 def test_dataset_errors(tmp_path):
-    with pytest.raises(LmzooError, match="dataset directory not found.*lmzoo prepare"):
+    with pytest.raises(LmzooError, match="dataset directory not found.*lmzoo data prepare"):
         TokenDataset(tmp_path / "missing")
     out = tmp_path / "out"
     prepare_dataset(write(tmp_path / "a.txt", make_text(20)), out)

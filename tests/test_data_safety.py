@@ -338,12 +338,12 @@ def test_report_and_tokenizer_outputs_replace_only_their_own_kind(tmp_path, caps
     text.write_text("Ein Satz über Daten.\n" * 300)
     notes = tmp_path / "notes.json"
     notes.write_text('{"mine": true}')
-    assert lmzoo_cli("energy", "transformer", "--data", text, "--max-tokens", 512, "--json", notes) == 2
+    assert lmzoo_cli("energy", "transformer", "--data", text, "--max-tokens", 512, "--out", notes) == 2
     assert "notes.json exists and is not an lmzoo energy report" in one_line_error(capsys)
     assert notes.read_text() == '{"mine": true}'
     report = tmp_path / "energy.json"
     for _ in range(2):  # a rerun replaces its own report
-        assert lmzoo_cli("energy", "transformer", "--data", text, "--max-tokens", 512, "--json", report) == 0
+        assert lmzoo_cli("energy", "transformer", "--data", text, "--max-tokens", 512, "--out", report) == 0
     assert "costs" in json.loads(report.read_text())
     capsys.readouterr()
     hf = tmp_path / "hf"

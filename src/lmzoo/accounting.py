@@ -121,7 +121,7 @@ def fft_c2c_flops(self_shape, dim, normalization, forward, out_shape=None, **kwa
     return _fft_flops(self_shape, dim)
 
 
-def _custom_formulas() -> dict:
+def custom_flop_formulas() -> dict:
     """Formulas passed to FlopCounterMode; they override PyTorch's where both exist."""
     formulas: dict = {aten._fft_r2c: fft_r2c_flops, aten._fft_c2r: fft_c2r_flops, aten._fft_c2c: fft_c2c_flops}
     if hasattr(aten, "_grouped_mm"):
@@ -139,7 +139,7 @@ def _custom_formulas() -> dict:
 
 def flop_counter() -> FlopCounterMode:
     """A FlopCounterMode that also counts grouped matmuls and CPU attention (causally)."""
-    return FlopCounterMode(display=False, custom_mapping=_custom_formulas())
+    return FlopCounterMode(display=False, custom_mapping=custom_flop_formulas())
 
 
 # ---- FLOPs per token ---------------------------------------------------------------------------

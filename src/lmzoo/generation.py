@@ -131,26 +131,42 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
 
 
 class TextStreamer:
-    """Prints sample 0's text as it is generated, holding back incomplete UTF-8 sequences."""
+    """Prints sample 0's text as it is generated, holding back incomplete UTF-8 sequences.
 
-    def __init__(self, tokenizer, file=None, skip_special: bool = True):
+    With stop strings it prints what the non-streamed result returns: the text before the first
+    stop string, holding back a tail that may still grow into one."""
+
+    def __init__(self, tokenizer, file=None, skip_special: bool = True, stop_strings: Sequence[str] = ()):
         self.tokenizer, self.file, self.skip_special = tokenizer, file or sys.stdout, skip_special
+        self.stop_strings = list(stop_strings)
         self.ids: list[int] = []
         self.printed = 0
+        self.stopped = False
 
     def put(self, token: torch.Tensor) -> None:
         self.ids.append(int(token.reshape(-1)[0]))
         text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
+        if self.stopped or text.endswith("\ufffd"):  # a multi-byte character is not complete yet
             return
-        self.file.write(text[self.printed:])
-        self.file.flush()
-        self.printed = len(text)
+        cut = _cut_at_stop(text, self.stop_strings)
+        self.stopped = len(cut) < len(text)
+        self._write(cut if self.stopped else text[: len(text) - _stop_prefix_length(text, self.stop_strings)])
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.ids)
-        self.file.write(text[self.printed:] + "\n")
+        if not self.stopped:
+            self._write(_cut_at_stop(self.tokenizer.decode(self.ids), self.stop_strings))
+        self.file.write("\n")
         self.file.flush()
+
+    def _write(self, text: str) -> None:
+        self.file.write(text[self.printed:])
+        self.file.flush()
+        self.printed = max(self.printed, len(text))
+
+
+def _stop_prefix_length(text: str, stop_strings: Sequence[str]) -> int:
+    """The length of the longest end of `text` that begins a stop string (it may still become one)."""
+    return max((n for s in stop_strings for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
 
 
 def _stop_on_strings(tokenizer, prompt_len: int, stop_strings: Sequence[str]):
@@ -175,6 +191,9 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
     With the `state` (and last `logits`) that `feed` returned, the single prompt continues that
     context: its text follows the fed tokens, and an empty prompt continues the context itself.
     """
+    if tokenizer is None:
+        raise LmzooError("generate_text needs a tokenizer, got None: pass the one the model's ids come from, e.g. "
+                         "lmzoo.tokenizers.get_tokenizer('bytes'), or load a model saved with its tokenizer")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     check_prompts(prompts)
     check_options(options.get("temperature", 1.0), options.get("top_k"), options.get("top_p"),
@@ -197,7 +216,7 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
     options.setdefault("sample_vocab", tokenizer.vocab_size)
     for length, members in groups.items():
         ids = torch.tensor([encoded[i] for i in members], dtype=torch.long, device=device)
-        streamer = TextStreamer(tokenizer) if stream and len(prompts) == 1 else None
+        streamer = TextStreamer(tokenizer, stop_strings=stop_strings) if stream and len(prompts) == 1 else None
         stop = _stop_on_strings(tokenizer, length, stop_strings) if stop_strings else None
         out = generate(model, ids, max_new_tokens, stop=stop, streamer=streamer, state=state, logits=logits,
                        **options)

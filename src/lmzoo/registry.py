@@ -65,11 +65,20 @@ def make_config(arch: str, size: str = "nano", **overrides: Any) -> ModelConfig:
 
 
 def create_model(arch: str, size: str = "nano", **overrides: Any):
-    """Build an architecture at a named size; keyword overrides replace config fields."""
+    """Build an architecture at a named size; keyword overrides replace config fields.
+
+    A model whose vocabulary is the bytes tokenizer's (the default, 259) comes with that tokenizer,
+    so text entry points and `save_pretrained` work at once; any other size needs `model.tokenizer`
+    set to the tokenizer its ids come from."""
+    from lmzoo.tokenizers import ByteTokenizer
+
     config = make_config(arch, size, **overrides)
     model_cls = get_architecture(arch).model_cls
     plan_model(model_cls, config)  # an absurd size fails here, before any memory is allocated
-    return model_cls(config)
+    model = model_cls(config)
+    if config.vocab_size == ByteTokenizer().vocab_size:
+        model.tokenizer = ByteTokenizer()
+    return model
 
 
 def read_config(directory: str | Path) -> ModelConfig:

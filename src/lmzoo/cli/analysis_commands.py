@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ def register(verbs) -> None:
     p.add_argument("--max-tokens", type=int, default=16384, help="tokens of the text to use (default 16384)")
     p.add_argument("--ac-pj", type=float, default=0.9, help="energy of one accumulate in pJ (default 0.9)")
     p.add_argument("--mac-pj", type=float, default=4.6, help="energy of one multiply-accumulate in pJ (default 4.6)")
-    p.add_argument("--json", type=Path, help="also write the full result here")
+    add_report_arguments(p)
     p.set_defaults(run=run_energy)
 
     p = verbs.add_parser("analyze", help="spectral analyzer: spectral share of parameters and FLOPs, learned mix "
@@ -32,8 +33,14 @@ def register(verbs) -> None:
     p.add_argument("--data", help="UTF-8 text to analyse on (default: random token ids)")
     p.add_argument("--size", default="nano", help="size preset when MODEL is an architecture name")
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--json", type=Path, help="also write the full result here")
+    add_report_arguments(p)
     p.set_defaults(run=run_analyze)
+
+
+def add_report_arguments(p) -> None:
+    """The convention of every verb: --json prints JSON instead of text, --out FILE writes a file."""
+    p.add_argument("--json", action="store_true", help="print the full result as JSON instead of text")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="also write the full result (JSON) here")
 
 
 def check_window_options(args) -> None:
@@ -42,12 +49,16 @@ def check_window_options(args) -> None:
         value = getattr(args, flag, 1)
         if value < 1:
             raise LmzooError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    if args.json is not None:
-        check_output_file(args.json, "--json")
+    if args.out is not None:
+        check_output_file(args.out, "--out")
+
+
+def is_architecture_name(name: str) -> bool:
+    return name in lmzoo.list_architectures() and not Path(name).exists()
 
 
 def load_or_create(name: str, size: str):
-    if name in lmzoo.list_architectures() and not Path(name).exists():
+    if is_architecture_name(name):
         torch.manual_seed(0)
         model = lmzoo.create_model(name, size)
         from lmzoo.tokenizers import get_tokenizer
@@ -78,14 +89,14 @@ def run_energy(args) -> None:
         raise LmzooError(f"'{args.model}' has no tokenizer.json; save the model with its tokenizer")
     windows = text_windows(args.data, model.tokenizer, args.seq_len, args.batch_size, args.max_tokens)
     result = measure_energy(model, windows, Costs(args.ac_pj, args.mac_pj))
-    print(format_energy(result, model.config.arch))
-    if args.json:
-        replace_own_file(args.json, json.dumps(result, indent=2), is_json_with("costs", "spike_rates"),
+    print(json.dumps(result, indent=2) if args.json else format_energy(result, model.config.arch))
+    if args.out:
+        replace_own_file(args.out, json.dumps(result, indent=2), is_json_with("costs", "spike_rates"),
                          "energy report")
 
 
 def format_energy(result: dict, arch: str) -> str:
-    lines = [f"{arch}: {result['tokens']:,} tokens; per token, linear layers only "
+    lines = [f"{arch}: {result['tokens']:,} tokens; per token, every matrix product "
              f"(AC {result['costs']['ac_pj']} pJ, MAC {result['costs']['mac_pj']} pJ)",
              f"{'layer':<10} {'spike rate':>10} {'ACs':>12} {'MACs':>12} {'energy nJ':>10} {'dense MACs':>12} "
              f"{'dense nJ':>10}"]
@@ -114,6 +125,11 @@ def run_analyze(args) -> None:
         ids = text_windows(args.data, model.tokenizer, args.seq_len, 1, args.seq_len)[0]
     else:
         ids = torch.randint(0, model.config.vocab_size, (1, args.seq_len), generator=torch.Generator().manual_seed(0))
+        print("lmzoo: note: no --data: the band energies below come from random token ids, not text; pass "
+              "--data FILE to measure them on real text", file=sys.stderr)
+    if is_architecture_name(args.model):
+        print(f"lmzoo: note: {args.model} is an untrained {args.size} preset (random weights): its mix weights and "
+              f"band energies describe the initialisation, not a trained model", file=sys.stderr)
     try:
         result = analyze(model, ids)
     except ValueError as e:
@@ -130,7 +146,7 @@ def run_analyze(args) -> None:
     for i, (weights, energy) in enumerate(zip(result["band_weights"], result["band_energy"])):
         lines.append(f"layer {i}: band weights " + ", ".join(f"{w:.3f}" for w in weights)
                      + " | band output energy " + ", ".join(f"{e:.2e}" for e in energy))
-    print("\n".join(lines))
-    if args.json:
-        replace_own_file(args.json, json.dumps(result, indent=2), is_json_with("spectral_parameter_ratio"),
+    print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+    if args.out:
+        replace_own_file(args.out, json.dumps(result, indent=2), is_json_with("spectral_parameter_ratio"),
                          "spectral analysis report")

@@ -21,7 +21,8 @@ def register(verbs) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val split")
     p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens")
     p.add_argument("--drop-unk", action="store_true",
-                   help="drop documents containing the tokenizer's <unk> (char and syllable tokenizers)")
+                   help="drop paragraphs (text between blank lines) holding the tokenizer's <unk>, and documents left "
+                        "empty (char and syllable tokenizers)")
     p.add_argument("--blocklist", metavar="FILE", default=None,
                    help="drop documents matching any line of FILE: a whole-word term or a /regex/, any case")
     p.add_argument("--metadata-prefix", metavar="FIELD[,FIELD]", default=None,
@@ -98,7 +99,15 @@ def run_wiki_dump(args) -> None:
     if summary["complete"]:
         print(f"next: lmzoo data prepare {args.out} --out DATA_DIR  (add --tokenizer bpe for a BPE vocabulary)")
     else:
-        print(f"stopped early; rerun the same command to continue into {args.out}")
+        print(f"stopped early; {how_to_continue(args)}")
+
+
+def how_to_continue(args) -> str:
+    """What resumes an unfinished wiki-dump: a cap already reached stops a rerun at once."""
+    if args.max_articles is not None:
+        return (f"{args.out} holds --max-articles {args.max_articles:,} articles; to continue, rerun the command "
+                f"with a larger --max-articles or without it")
+    return f"rerun the same command to continue into {args.out}"
 
 
 def run_tokenizer_train(args) -> None:

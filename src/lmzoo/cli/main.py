@@ -60,13 +60,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = ArgumentParser(
         prog="lmzoo", description="Build, train, compare and use efficient language-model architectures.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice)")
+    # A global option goes before or after the verb alike; its own dest keeps a verb's default from hiding it.
+    parser.add_argument("--threads", dest="global_threads", type=int, default=None, help=THREADS_HELP)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for module in (model_commands, data_commands, collect_commands, train_commands, finetune_commands,
                    analysis_commands, plot_commands, arena_commands, hf_commands, serve_commands):
         module.register(verbs)
+    for leaf in leaf_parsers(parser):
+        if "--threads" not in leaf._option_string_actions:  # train and finetune have it as a recipe field
+            leaf.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     return parser
+
+
+THREADS_HELP = "CPU threads for torch (default: torch's choice)"
+
+
+def leaf_parsers(parser: argparse.ArgumentParser):
+    """Every parser that runs a verb (`lmzoo data prepare`'s, not `lmzoo data`'s)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for sub in subs:
+        for child in sub.choices.values():
+            yield from leaf_parsers(child)
+
+
+def apply_threads(args) -> None:
+    """--threads before the verb or after it; given in both places, the one after the verb wins."""
+    if getattr(args, "threads", None) is None and args.global_threads is not None:
+        args.threads = args.global_threads  # train/finetune: a flag given, over the recipe's value
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise LmzooError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,15 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # a usage error (2) or --help (0): a status, also when called in-process
         return e.code if isinstance(e.code, int) else 2
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise LmzooError(f"--threads must be >= 1, got {args.threads}")
-            import torch
-            torch.set_num_threads(args.threads)
+        apply_threads(args)
         return args.run(args) or 0
     except LmzooError as e:
         print(f"lmzoo: error: {one_line(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `lmzoo generate ... | head` (an OSError: caught before those)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         message = describe_os_error(e)
         if message is None:
@@ -94,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nlmzoo: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `lmzoo generate ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def one_line(message: str) -> str:

@@ -27,8 +27,11 @@ def register(verbs) -> None:
     p = verbs.add_parser("list", help="list architectures and their size presets")
     p.set_defaults(run=run_list)
 
-    p = verbs.add_parser("info", help="parameters and FLOPs per token of an architecture at a size")
-    p.add_argument("arch", help="architecture name (see `lmzoo list`)")
+    p = verbs.add_parser("info", help="parameters and FLOPs per token of an architecture at a size; or what a "
+                         "saved model, checkpoint or run holds (config, step, tokens, val loss, checkpoints)")
+    p.add_argument("arch", metavar="ARCH_OR_MODEL",
+                   help="architecture name (see `lmzoo list`), or a saved model, checkpoint or run directory "
+                        "(RUN@best: its checkpoint with the lowest val loss)")
     p.add_argument("--size", default="nano", help="size preset (default: nano)")
     p.add_argument("--vocab-size", type=int, default=259, help="vocabulary size (default: 259, bytes)")
     p.add_argument("--seq-len", type=int, default=256, help="sequence length for the FLOP count (default: 256)")
@@ -50,8 +53,10 @@ def register(verbs) -> None:
     p.add_argument("--no-stream", action="store_true", help="print the result at the end instead of streaming")
     p.set_defaults(run=run_generate)
 
-    p = verbs.add_parser("chat", help="interactive prompt loop (each line is a new prompt)")
+    p = verbs.add_parser("chat", help="a conversation: each line is your next message; the model sees the whole "
+                         "conversation in lmzoo's chat template (docs/generation.md)")
     p.add_argument("model", help="model directory")
+    p.add_argument("--system", default=None, help="a system message that opens the conversation")
     add_sampling_arguments(p)
     p.set_defaults(run=run_chat)
 
@@ -107,6 +112,9 @@ def run_list(args) -> None:
 def run_info(args) -> None:
     from lmzoo.accounting import describe
 
+    if args.arch not in lmzoo.list_architectures() or Path(args.arch).exists():
+        from lmzoo.cli.info_commands import run_info_saved
+        return run_info_saved(args)
     if not 1 <= args.seq_len <= MAX_INFO_SEQ_LEN:
         raise LmzooError(f"--seq-len must be between 1 and {MAX_INFO_SEQ_LEN:,} (info runs one forward and "
                          f"backward pass at that length), got {args.seq_len:,}")
@@ -168,38 +176,60 @@ def run_generate_with_context(args) -> None:
     """Feed --context-file in chunks, report speed and memory on stderr, then continue it."""
     import time
 
-    from tqdm import tqdm
-
-    from lmzoo.generation import feed, generate_text, iter_file_token_chunks
+    from lmzoo.cli.progress import Progress
+    from lmzoo.generation import feed, iter_file_token_chunks
 
     if args.prompt is not None and len(args.prompt) > 1:
         raise LmzooError(f"--context-file continues one text: pass at most one --prompt, got {len(args.prompt)}")
     prompt = args.prompt[0] if args.prompt else ""
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
     state = model.init_state()
-    sizes: list[int] = []  # the state's bytes after the first and after the latest chunk
-    bar = tqdm(desc="context", unit="tok", unit_scale=True, dynamic_ncols=True, disable=None)  # None: terminal only
-
-    def progress(fed: int) -> None:
-        bar.update(fed - bar.n)
-        if len(sizes) == 2:
-            sizes.pop()
-        sizes.append(state.nbytes())
-
+    growth = StateGrowth(args.chunk_size)
     started = time.perf_counter()
-    try:
+    with Progress("context", "tokens") as progress:
+        def on_chunk(fed: int) -> None:
+            progress.update(fed)
+            growth.record(fed, state.nbytes())
+
         state, logits = feed(model, iter_file_token_chunks(args.context_file, tok), state=state,
-                             chunk_size=args.chunk_size, progress=progress)
-    finally:
-        bar.close()
+                             chunk_size=args.chunk_size, progress=on_chunk)
     seconds = time.perf_counter() - started
     rate = state.position / max(seconds, 1e-9)
     print(f"lmzoo: fed {state.position:,} context tokens in {seconds:.2f} s ({rate:,.0f} tokens/s); "
-          f"state {sizes[-1] / 2**20:.1f} MB; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
-    if not model.constant_state and sizes[-1] > sizes[0]:
-        print(f"lmzoo: note: the {model.config.arch} state grew from {sizes[0] / 2**20:.1f} to "
-              f"{sizes[-1] / 2**20:.1f} MB while feeding: its memory grows with the context (architectures "
-              f"with a constant-size state: {', '.join(constant_state_architectures())})", file=sys.stderr)
+          f"state {megabytes(growth.last)}; peak RSS {peak_rss_mb():,.0f} MB", file=sys.stderr)
+    if not model.constant_state and growth.grew():
+        others = [arch for arch in constant_state_architectures() if arch != model.config.arch]
+        print(f"lmzoo: note: the {model.config.arch} state grew from {megabytes(growth.first_full)} after the "
+              f"first chunk to {megabytes(growth.last_full)} after the last full one: its memory grows with the "
+              f"context (architectures with a constant-size state: {', '.join(others)})", file=sys.stderr)
+    continue_context(args, model, tok, prompt, state, logits)
+
+
+class StateGrowth:
+    """The state's size after the first and the latest *full* chunk: like with like, since a
+    partial last chunk can leave a state smaller or larger without any growth."""
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.first_full = self.last_full = self.last = None
+
+    def record(self, fed: int, nbytes: int) -> None:
+        self.last = nbytes
+        if fed % self.chunk_size == 0:  # feed() cuts every chunk but the last at chunk_size
+            self.first_full = nbytes if self.first_full is None else self.first_full
+            self.last_full = nbytes
+
+    def grew(self) -> bool:
+        return self.first_full is not None and self.last_full > self.first_full
+
+
+def megabytes(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.2f} MB"
+
+
+def continue_context(args, model, tok, prompt: str, state, logits) -> None:
+    from lmzoo.generation import generate_text
+
     stream = not args.no_stream
     if stream:
         sys.stdout.write(prompt)
@@ -209,11 +239,17 @@ def run_generate_with_context(args) -> None:
 
 
 def run_chat(args) -> None:
-    from lmzoo.generation import generate_text
+    """A conversation in lmzoo's chat template (lmzoo.chat): every turn sees the turns before it."""
+    from lmzoo.chat import STOP_STRINGS, format_chat, reply_text
+    from lmzoo.generation import check_prompts, generate_text
 
     check_sampling_options(args)
+    messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    check_prompts([format_chat(messages)] if messages else [])
     model, tok = load_model_and_tokenizer(args.model, resolve_device(args.device))
-    print("lmzoo chat: type a prompt and press Enter; an empty line or Ctrl-D quits.", file=sys.stderr)
+    options = {**sampling_options(args), "stop_strings": [*STOP_STRINGS, *args.stop]}
+    print("lmzoo chat: type a message and press Enter; /reset starts a new conversation; an empty line or Ctrl-D "
+          "quits.", file=sys.stderr)
     while True:
         try:
             line = input("> ")
@@ -223,12 +259,18 @@ def run_chat(args) -> None:
             raise LmzooError("the prompt is not UTF-8 text; type or pipe UTF-8") from None
         if not line.strip():
             break
-        generate_text(model, tok, line, stream=True, **sampling_options(args))
+        if line.strip() == "/reset":
+            del messages[1 if args.system is not None else 0:]
+            continue
+        messages.append({"role": "user", "content": line})
+        generated = generate_text(model, tok, format_chat(messages), stream=True, **options)[0]
+        messages.append({"role": "assistant", "content": reply_text(generated)})
 
 
 def run_eval(args) -> None:
     import tempfile
 
+    from lmzoo.cli.progress import Progress
     from lmzoo.data import TokenDataset, prepare_dataset
     from lmzoo.training.evaluate import evaluate
 
@@ -247,8 +289,9 @@ def run_eval(args) -> None:
         # The whole input is the evaluation split: tokenise it with the model's own tokenizer.
         prepare_dataset(args.data, Path(tmp), tokenizer=tok, val_fraction=1.0, text_field=args.text_field)
         dataset = TokenDataset(Path(tmp), "val")
-        result = evaluate(model, dataset, batch_size=args.batch_size, seq_len=args.seq_len,
-                          max_batches=args.max_batches)
+        with Progress("eval", "tokens") as progress:
+            result = evaluate(model, dataset, batch_size=args.batch_size, seq_len=args.seq_len,
+                              max_batches=args.max_batches, progress=progress.update)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -32,7 +32,7 @@ MAX_CHUNK = 1 << 24  # tokens per read when scanning a whole split
 def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     """Load and sanity-check `<directory>/meta.json`."""
     directory = Path(directory)
-    rerun = "run `lmzoo prepare` on your text to create it"
+    rerun = "run `lmzoo data prepare` on your text to create it"
     if not directory.is_dir():
         raise LmzooError(f"dataset directory not found: {directory}; {rerun}")
     path = directory / META_FILE
@@ -44,7 +44,7 @@ def read_meta(directory: str | os.PathLike) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing or meta["dtype"] not in DTYPES:
         raise LmzooError(f"{path} is damaged (missing {missing or 'nothing'}, dtype {meta.get('dtype')}); "
-                         "re-run `lmzoo prepare`")
+                         "re-run `lmzoo data prepare`")
     _check_meta_values(meta, path)
     return meta
 
@@ -100,12 +100,12 @@ class TokenDataset:
 
     def _check_file(self) -> None:
         if not self.path.is_file():
-            raise LmzooError(f"{self.path} is missing; re-run `lmzoo prepare` for {self.directory}")
+            raise LmzooError(f"{self.path} is missing; re-run `lmzoo data prepare` for {self.directory}")
         expected = self.tokens * self.dtype.itemsize
         actual = self.path.stat().st_size
         if actual != expected:
             raise LmzooError(f"{self.path} has {actual} bytes but {META_FILE} promises {expected} "
-                             "(truncated or from another run); re-run `lmzoo prepare`")
+                             "(truncated or from another run); re-run `lmzoo data prepare`")
         if self.tokens == 0:
             raise LmzooError(f"split '{self.split}' of {self.directory} is empty; "
                              "prepare more text, with a val_fraction strictly between 0 and 1")
@@ -130,7 +130,7 @@ class TokenDataset:
         tokenizer = load_tokenizer(self.directory)
         if tokenizer.vocab_size != self.vocab_size:
             raise LmzooError(f"{self.directory}: tokenizer vocab_size {tokenizer.vocab_size} does not match "
-                             f"{META_FILE} ({self.vocab_size}); re-run `lmzoo prepare`")
+                             f"{META_FILE} ({self.vocab_size}); re-run `lmzoo data prepare`")
         return tokenizer
 
     def max_id(self) -> int:

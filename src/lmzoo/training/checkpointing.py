@@ -152,17 +152,49 @@ def save_checkpoint(root: str | Path, step: int, model_state: dict[str, torch.Te
     return path
 
 
-def prune_checkpoints(root: str | Path, keep_last: int, current_step: int) -> None:
-    """Keep the newest `keep_last` checkpoints up to `current_step` (0 keeps everything).
+def prune_checkpoints(root: str | Path, keep_last: int, current_step: int, keep_best: bool = False) -> None:
+    """Keep the newest `keep_last` checkpoints up to `current_step` (0 keeps everything), and
+    with `keep_best` also the one with the lowest val loss.
 
     Newer ones are left alone: they can only be a broken checkpoint this run resumed past,
     which stays on disk for inspection.
     """
     if keep_last > 0:
+        best = best_checkpoint(root) if keep_best else None
         older = [p for p in list_checkpoints(root) if step_of(p) <= current_step]
         for path in older[:-keep_last]:
-            if is_checkpoint_dir(path):
+            if is_checkpoint_dir(path) and path != best:
                 shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- listing --------------------------------------------------------------------------------
+BEST_SUFFIX = "@best"
+
+
+def checkpoint_summary(path: Path) -> dict[str, Any]:
+    """Step, tokens seen and val loss of a checkpoint, from its trainer state (validated)."""
+    state = _read_trainer_state(path)
+    return {"path": str(path), "step": state["step"], "tokens_seen": state["tokens_seen"],
+            "val_loss": state.get("val_loss"), "best_val_loss": state.get("best_val_loss")}
+
+
+def list_checkpoint_summaries(root: str | Path) -> list[dict[str, Any]]:
+    """`checkpoint_summary` of each checkpoint under `root`, oldest first; a damaged one says so."""
+    rows = []
+    for path in list_checkpoints(root):
+        try:
+            rows.append(checkpoint_summary(path))
+        except LmzooError as e:
+            rows.append({"path": str(path), "step": step_of(path), "error": str(e)})
+    return rows
+
+
+def best_checkpoint(root: str | Path) -> Path | None:
+    """The checkpoint whose own evaluation had the lowest val loss (the newest of equals), if any."""
+    rows = [r for r in list_checkpoint_summaries(root) if r.get("val_loss") is not None]
+    if not rows:
+        return None
+    return Path(min(reversed(rows), key=lambda r: r["val_loss"])["path"])
 
 
 def remove_partial_writes(root: str | Path) -> None:
@@ -214,9 +246,13 @@ def _check_trainer_state(state: dict[str, Any], file: Path) -> None:
         problems.append("skipped_steps")
     if not _is_count(state.get("world_size", 1)) or state.get("world_size", 1) < 1:
         problems.append("world_size")
-    best = state.get("best_val_loss")
-    if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool) or not math.isfinite(best)):
-        problems.append("best_val_loss")
+    for key in ("best_val_loss", "val_loss"):
+        value = state.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or not math.isfinite(value)):
+            problems.append(key)
+    if not _is_count(state.get("evals_since_best", 0)):
+        problems.append("evals_since_best")
     for key in ("train_config", "schedule", "curriculum"):
         if state.get(key) is not None and not isinstance(state[key], dict):
             problems.append(key)
@@ -255,7 +291,10 @@ def latest_valid_checkpoint(root: str | Path, verbose: bool = True) -> Checkpoin
 
 
 def resolve_model_dir(path: str | Path) -> Path:
-    """A model or checkpoint directory as given; a training run's directory -> its newest valid checkpoint."""
+    """A model or checkpoint directory as given; a training run's directory -> its newest valid
+    checkpoint; `RUN@best` -> the run's checkpoint with the lowest val loss."""
+    if str(path).endswith(BEST_SUFFIX) and not Path(path).exists():
+        return _best_of_run(Path(str(path)[: -len(BEST_SUFFIX)]))
     path = Path(path)
     if not (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir():
         found = latest_valid_checkpoint(path / "checkpoints")
@@ -263,6 +302,17 @@ def resolve_model_dir(path: str | Path) -> Path:
             raise LmzooError(f"'{path}' is a training run without a valid checkpoint yet; train longer")
         return found.path
     return path
+
+
+def _best_of_run(run: Path) -> Path:
+    if not (run / "checkpoints").is_dir():
+        raise LmzooError(f"'{run}{BEST_SUFFIX}': {run} is not a training run (no checkpoints/ folder); pass a run "
+                         "directory before @best")
+    best = best_checkpoint(run / "checkpoints")
+    if best is None:
+        raise LmzooError(f"no checkpoint of '{run}' records a val loss (evaluations and checkpoints fell on "
+                         "different steps); pass the run itself for its newest checkpoint")
+    return best
 
 
 def load(path: str | Path, map_location: str = "cpu"):

@@ -136,6 +136,9 @@ class LoopConfig(FlagConfig):
     log_interval: int = flag_field(10, "log metrics every N steps (the only point the loop syncs with the device)")
     checkpoint_interval: int = flag_field(500, "save a checkpoint every N steps; 0 = only at the end")
     keep_last: int = flag_field(3, "checkpoints to keep (oldest pruned first); 0 keeps all")
+    keep_best: bool = flag_field(False, "never prune the checkpoint with the lowest val loss (load it as RUN@best)")
+    early_stop_patience: int = flag_field(0, "stop (and save) after N evaluations in a row without a new best val "
+                                             "loss; 0 = train to the end")
     resume: str = flag_field("auto", "auto = the newest valid checkpoint in the run's checkpoints/ folder, "
                                      "a checkpoint directory, or none")
     tensorboard: bool = flag_field(False, "also write TensorBoard event files (tensorboard/ beside metrics.jsonl)")
@@ -152,7 +155,7 @@ class LoopConfig(FlagConfig):
         for name in ("batch_size", "grad_accum", "log_interval"):
             if getattr(self, name) < 1:
                 raise LmzooError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpoint_interval", "keep_last", "warmup_steps"):
+        for name in ("checkpoint_interval", "keep_last", "warmup_steps", "early_stop_patience"):
             if getattr(self, name) < 0:
                 raise LmzooError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_interval is not None and self.eval_interval < 0:
@@ -181,8 +184,10 @@ class TrainConfig(LoopConfig):
     model_args: dict = flag_field({}, "model config overrides as KEY=VALUE, repeatable (e.g. d_model=256); "
                                       "vocab_size defaults to the dataset's", flag="--model-arg",
                                   action="append", type=_parse_model_arg, metavar="KEY=VALUE")
-    data: str = flag_field("", "dataset directory written by `lmzoo prepare` (train.bin, val.bin, meta.json)")
+    data: str = flag_field("", "dataset directory written by `lmzoo data prepare` (train.bin, val.bin, meta.json)")
     out: str = flag_field("runs/default", "output directory: metrics.jsonl and checkpoints/")
+    init_from: str = flag_field("", "start from the weights of a saved model, checkpoint or run (RUN@best for its "
+                                    "best) with a fresh optimizer and schedule; its config must match this run's")
     seq_len: int = flag_field(256, "tokens per training window")
     max_tokens: int | None = flag_field(None, "train until this many tokens were seen (overrides --max-steps)")
     eval_batches: int = flag_field(20, "val batches (of --batch-size windows) per evaluation, per process")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -26,14 +26,15 @@ def _rank_share(batches: Iterable[torch.Tensor], rank: int, world_size: int) -> 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, batch_size: int, seq_len: int, max_batches: int | None = None, *,
-             autocast_dtype: torch.dtype | None = None, rank: int = 0, world_size: int = 1) -> dict[str, float]:
+             autocast_dtype: torch.dtype | None = None, rank: int = 0, world_size: int = 1,
+             progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Mean next-token loss (nats) over the split's first `max_batches` batches (all when None).
 
     Returns loss, bpb (bits per byte of the original text, via the split's tokens/bytes ratio),
     ppl, accuracy (share of next tokens that are the argmax of the logits) and tokens (the number
     of predicted tokens). Sums stay on the device until the end. Under torchrun pass
     rank/world_size: the batches are dealt out across ranks and the sums all-reduced, so every
-    rank gets the result.
+    rank gets the result. `progress(n)` is called after each batch with the tokens predicted so far on this rank.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -41,6 +42,7 @@ def evaluate(model: nn.Module, dataset, batch_size: int, seq_len: int, max_batch
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype
                 else contextlib.nullcontext())
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x tokens, tokens, correct
+    done = 0
     try:
         for batch in _rank_share(dataset.iter_eval_batches(batch_size, seq_len, max_batches), rank, world_size):
             batch = batch.to(device, non_blocking=True)
@@ -51,6 +53,9 @@ def evaluate(model: nn.Module, dataset, batch_size: int, seq_len: int, max_batch
             sums[0] += causal_lm_loss(logits, batch).double() * predicted
             sums[1] += predicted
             sums[2] += (logits[:, :-1].argmax(-1) == batch[:, 1:]).sum()
+            done += predicted
+            if progress is not None:
+                progress(done)
     finally:
         model.train(was_training)
     total, count, correct = all_reduce_sum(sums).tolist()

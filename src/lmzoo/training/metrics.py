@@ -108,8 +108,9 @@ _EVAL_FIELDS = (("val_loss", "val loss", ".4f"), ("val_bpb", "val bpb", ".4f"), 
                 ("val_accuracy", "val acc", ".4f"), ("train_loss", "train loss", ".4f"))
 
 
-def format_row(row: dict[str, Any], total_steps: int) -> str:
-    """One console line for a train, eval or curriculum row."""
+def format_row(row: dict[str, Any], total_steps: int, stat_names: tuple[str, ...] = ()) -> str:
+    """One console line for a train, eval or curriculum row; `stat_names`: the row's model stats
+    (spike rates, gate temperature, routing shares...), shown in brief."""
     head = f"step {row['step']}/{total_steps}"
     if row["type"] == "eval":
         shown = [f"{label} {row[key]:{spec}}" for key, label, spec in _EVAL_FIELDS if row.get(key) is not None]
@@ -120,7 +121,22 @@ def format_row(row: dict[str, Any], total_steps: int) -> str:
     line = (f"{head} | loss {loss} | lr {row['lr']:.2e} | "
             f"{row['tok_s']:,.0f} tok/s | grad norm {row['grad_norm']:.3f}")
     line += f" | skipped {row['skipped_steps']}" if row["skipped_steps"] else ""
-    return line + _curriculum_part(row)
+    return line + _curriculum_part(row) + "".join(f" | {part}" for part in _stats_parts(row, stat_names))
+
+
+def _stats_parts(row: dict[str, Any], stat_names: tuple[str, ...]) -> list[str]:
+    """A model's stats by family: `spike_rate 0.26 (0.26 0.25 ...)` from `spike_rate` and
+    `spike_rate/layerN`; deeper names (`spike_rate/layer0/q`) stay in metrics.jsonl only."""
+    families: dict[str, list[str]] = {}
+    for name in stat_names:
+        if name.count("/") <= 1:
+            families.setdefault(name.split("/")[0], []).append(name)
+    parts = []
+    for family, names in families.items():
+        members = " ".join(f"{row[n]:.3g}" for n in names if n != family)
+        overall = f"{row[family]:.3g}" if family in names else ""
+        parts.append(f"{family} {overall}{f' ({members})' if overall and members else members}")
+    return parts
 
 
 def _curriculum_part(row: dict[str, Any]) -> str:

@@ -92,7 +92,7 @@ TRAJECTORY_FIELDS = ("arch", "size", "model_args", "data", "seq_len", "batch_siz
 
 def _open_datasets(cfg: TrainConfig):
     if not cfg.data:
-        raise LmzooError("no dataset given; pass --data DIR (a folder written by `lmzoo prepare`)")
+        raise LmzooError("no dataset given; pass --data DIR (a folder written by `lmzoo data prepare`)")
     from lmzoo.data import TokenDataset
     return TokenDataset(cfg.data, "train"), TokenDataset(cfg.data, "val")
 
@@ -112,6 +112,22 @@ def _build_model(cfg: TrainConfig, train_data, val_data):
     return model
 
 
+def _load_initial_weights(model, source: str) -> None:
+    """--init-from: the weights of a saved model whose config is this run's (bar nothing)."""
+    from lmzoo.checkpoint import WEIGHTS_FILE, load_state_into, load_weights
+    from lmzoo.registry import read_config
+    from lmzoo.training.checkpointing import resolve_model_dir
+
+    directory = resolve_model_dir(source)
+    saved, ours = read_config(directory).to_dict(), model.config.to_dict()
+    differing = sorted(key for key in set(saved) | set(ours) if saved.get(key) != ours.get(key))
+    if differing:
+        raise LmzooError(f"--init-from {source}: its config differs from this run's in "
+                         + ", ".join(f"{k} ({saved.get(k)!r} there, {ours.get(k)!r} here)" for k in differing)
+                         + "; pass the same --arch, --size and --model-arg values (and data of its vocabulary)")
+    load_state_into(model, load_weights(directory / WEIGHTS_FILE), directory / WEIGHTS_FILE)
+
+
 class Pretraining(Task):
     """`lmzoo train`: a model from an architecture preset, token windows of a prepared dataset
     (shuffled, or a curriculum's), validation loss and bits per byte."""
@@ -127,6 +143,8 @@ class Pretraining(Task):
         cfg = self.cfg
         self.train_data, self.val_data = _open_datasets(cfg)
         self.model = _build_model(cfg, self.train_data, self.val_data)
+        if cfg.init_from:  # a checkpoint of this run, resumed later, replaces these weights
+            _load_initial_weights(self.model, cfg.init_from)
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * env.world_size * cfg.seq_len
         self.total_steps = (cfg.max_steps if cfg.max_tokens is None
                             else math.ceil(cfg.max_tokens / self.tokens_per_step))

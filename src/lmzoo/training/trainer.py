@@ -67,6 +67,7 @@ class Progress:
     tokens: int = 0
     skipped_steps: int = 0
     best_val_loss: float | None = None
+    evals_since_best: int = 0  # evaluations since the best val loss: --early-stop-patience counts them
 
 
 class StopRequest:
@@ -155,6 +156,8 @@ class Trainer:
         self.since_eval = StepMeter(env.device)
         self.last_checkpoint: Path | None = None
         self.last_eval: dict | None = None
+        self.new_best = False  # the latest evaluation set a new best val loss
+        self.early_stopped = False
         if resume is not None:
             self._restore(resume)
 
@@ -189,7 +192,7 @@ class Trainer:
         restore_rng(ckpt.rng_state)
         state = ckpt.trainer_state
         self.progress = Progress(state["step"], state["tokens_seen"], state.get("skipped_steps", 0),
-                                 state.get("best_val_loss"))
+                                 state.get("best_val_loss"), state.get("evals_since_best", 0))
         self.last_checkpoint = ckpt.path
         if self.env.is_main:  # the saved sums are over all ranks: one rank carries them on
             self.since_eval.load_state_dict(state.get("since_eval"))
@@ -238,6 +241,8 @@ class Trainer:
         cfg, env, progress = self.cfg, self.env, self.progress
         if env.is_main:
             remove_partial_writes(self.ckpt_root)
+        if env.is_main and self.verbose:
+            self._announce()
         metrics = MetricsLogger(self.out, cfg.tensorboard, enabled=env.is_main)
         metrics.log({"type": "start", "step": progress.step, "resumed_from": str(self.last_checkpoint or "")})
         meter = StepMeter(env.device)
@@ -249,7 +254,9 @@ class Trainer:
         try:
             if progress.step == 0 and self.task.eval_at_start:
                 self._evaluate(metrics, bar)
-            while progress.step < self.total_steps:
+            if progress.step > 0:
+                self.patience_ran_out()  # a resumed run that had stopped early stays stopped
+            while progress.step < self.total_steps and not self.early_stopped:
                 loss, grad_norm, bad, stats, tokens = self._train_step()
                 progress.step += 1
                 progress.tokens += tokens
@@ -263,9 +270,13 @@ class Trainer:
                 else:  # a single process can stop at any step; ranks agree only at log points
                     stopping = self.stop.requested and not env.enabled
                 interval = self.task.eval_interval
-                if (interval and progress.step % interval == 0) or last:
+                evaluated = bool(interval and progress.step % interval == 0) or last
+                if evaluated:
                     self._evaluate(metrics, bar)
-                if (cfg.checkpoint_interval and progress.step % cfg.checkpoint_interval == 0) or last or stopping:
+                stopping = stopping or (evaluated and self.patience_ran_out())
+                keep_best = evaluated and cfg.keep_best and self.new_best  # so that RUN@best is this step
+                if (cfg.checkpoint_interval and progress.step % cfg.checkpoint_interval == 0) or last or stopping \
+                        or keep_best:
                     self._save()
                 if stopping:
                     break
@@ -289,7 +300,7 @@ class Trainer:
         self._log_events(metrics)
         if read["skipped"]:
             self._on_nonfinite(read["first_bad_step"], read["skipped"])
-        self._report(row, bar)
+        self._report(row, bar, tuple(stats))
         loss = {} if read["loss"] is None else {"loss": f"{read['loss']:.4f}"}
         bar.set_postfix(**loss, tok_s=f"{tok_s:,.0f}", **self.task.postfix(progress.step - 1), refresh=False)
         return row
@@ -310,10 +321,38 @@ class Trainer:
             warn(f"skipped {skipped} update(s) with a non-finite loss/gradient since the last log, "
                  f"first at step {first_bad_step} (nan_policy=skip)")
 
-    def _report(self, row: dict, bar: tqdm) -> None:
-        # The bar shows progress on a terminal; a log file gets one line per interval instead.
-        if self.env.is_main and self.verbose and bar.disable:
-            print(format_row(row, self.total_steps), flush=True)
+    def _report(self, row: dict, bar: tqdm, stat_names: tuple[str, ...] = ()) -> None:
+        """One line per log interval and per evaluation; on a terminal above the progress bar."""
+        if not (self.env.is_main and self.verbose):
+            return
+        line = format_row(row, self.total_steps, stat_names)
+        if bar.disable:
+            print(line, flush=True)
+        else:
+            tqdm.write(line, file=sys.stdout)
+
+    def _announce(self) -> None:
+        """What is about to run, before the first step: model, token budget, device and numerics."""
+        cfg, model = self.cfg, self.model
+        params = sum(p.numel() for p in model.parameters())
+        size = getattr(cfg, "size", None)
+        parts = [f"{model.config.arch}{f' / {size}' if size else ''}: {params:,} parameters"]
+        per_step = getattr(self.task, "tokens_per_step", None)
+        if per_step:
+            parts.append(f"{per_step:,} tokens/step x {self.total_steps:,} steps = "
+                         f"{per_step * self.total_steps:,} tokens")
+        else:
+            parts.append(f"{self.total_steps:,} steps")
+        numerics = str(self.autocast_dtype).replace("torch.", "") + " autocast" if self.autocast_dtype else "fp32"
+        parts.append(f"device {self.env.device} x {self.env.world_size} process(es), "
+                     f"{torch.get_num_threads()} threads, {numerics}")
+        print("lmzoo: " + " | ".join(parts), file=sys.stderr, flush=True)
+        if cfg.warmup_steps >= self.total_steps:
+            peak = self.schedule(self.total_steps - 1)
+            warn(f"--warmup-steps {cfg.warmup_steps} >= the run's {self.total_steps} steps: the learning rate "
+                 f"climbs until the last step, peaking at {peak:.2e} (--lr {cfg.lr:g}), and never decays; lower "
+                 f"--warmup-steps (e.g. to "
+                 f"{max(1, self.total_steps // 10)})")
 
     def _evaluate(self, metrics: MetricsLogger, bar: tqdm) -> None:
         step = self.progress.step
@@ -322,9 +361,12 @@ class Trainer:
         train_loss = self.since_eval.read()["loss"]
         if train_loss is not None:
             row["train_loss"] = train_loss
+        self.new_best = False
         if row.get("val_loss") is not None:
             best = self.progress.best_val_loss
-            self.progress.best_val_loss = row["val_loss"] if best is None else min(best, row["val_loss"])
+            self.new_best = best is None or row["val_loss"] < best
+            self.progress.best_val_loss = row["val_loss"] if self.new_best else best
+            self.progress.evals_since_best = 0 if self.new_best else self.progress.evals_since_best + 1
         self.last_eval = row
         metrics.log(row)
         self._report(row, bar)
@@ -341,7 +383,7 @@ class Trainer:
         if self.env.is_main:
             save_checkpoint(self.ckpt_root, step, model_state, self.model.config, self.model.tokenizer,
                             optimizer_state, {**self._trainer_state(), "since_eval": since_eval})
-            prune_checkpoints(self.ckpt_root, self.cfg.keep_last, step)
+            prune_checkpoints(self.ckpt_root, self.cfg.keep_last, step, self.cfg.keep_best)
         self.last_checkpoint = checkpoint_dir(self.ckpt_root, step)
         self._restart_clock()
 
@@ -351,17 +393,31 @@ class Trainer:
 
     def _trainer_state(self) -> dict:
         p = self.progress
+        # The checkpoint's own val loss: of an evaluation at its step, else none (RUN@best compares these).
+        val_loss = self.last_eval.get("val_loss") if self.last_eval and self.last_eval["step"] == p.step else None
         return {"task": self.task.kind, "step": p.step, "tokens_seen": p.tokens, "skipped_steps": p.skipped_steps,
-                "best_val_loss": p.best_val_loss, "world_size": self.env.world_size,
+                "best_val_loss": p.best_val_loss, "val_loss": val_loss, "evals_since_best": p.evals_since_best, "world_size": self.env.world_size,
                 "schedule": self.schedule.to_dict(), "train_config": self.cfg.to_dict(), **self.task.state_dict()}
 
+    def patience_ran_out(self) -> bool:
+        """--early-stop-patience: that many evaluations in a row without a new best val loss."""
+        patience = self.cfg.early_stop_patience
+        if not patience or self.progress.evals_since_best < patience:
+            return False
+        if self.env.is_main and self.verbose:
+            print(f"early stop at step {self.progress.step}: no new best val loss in {patience} evaluations "
+                  f"(best {self.progress.best_val_loss:.4f})", file=sys.stderr, flush=True)
+        self.early_stopped = True
+        return True
+
     def _summary(self, train_row: dict | None, started: float) -> dict:
-        interrupted = self.progress.step < self.total_steps
+        interrupted = self.progress.step < self.total_steps and not self.early_stopped
         if interrupted and self.env.is_main:
             print(f"{self.stop.signal_name}: stopped at step {self.progress.step} and saved "
                   f"{self.last_checkpoint}; run the same command again to resume", file=sys.stderr, flush=True)
         last_eval = self.last_eval or {}
-        return {"status": "interrupted" if interrupted else "completed", "step": self.progress.step,
+        status = "interrupted" if interrupted else "early-stopped" if self.early_stopped else "completed"
+        return {"status": status, "step": self.progress.step,
                 "total_steps": self.total_steps, "tokens": self.progress.tokens,
                 "train_loss": train_row["loss"] if train_row else None,
                 "val_loss": last_eval.get("val_loss"), "val_bpb": last_eval.get("val_bpb"),
