@@ -181,6 +181,7 @@ def _presets() -> dict[str, dict]:
 class EfficiaLM(CausalLM):
     lora_targets = ("qkv", "q", "kv")  # LCP's projections and GMG's query and key/value
     constant_state = True
+    mixed_positions = True
     def __init__(self, config: EfficiaConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(EfficiaBlock(config) for _ in range(config.n_layers))
