@@ -31,6 +31,37 @@ class RowOutput:
     token_stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@torch.no_grad()
+def prefill(model, prompts: Sequence[Sequence[int]]):
+    """Feed prompts of any lengths (each at least one token) as the rows of one decoding state:
+    prompts of one length together, then the states joined (rows at different positions, so the
+    model must declare `mixed_positions` unless all lengths agree). Returns (state, logits [B, V]
+    for each row's next token), rows in the order given."""
+    lengths = sorted({len(p) for p in prompts})
+    if lengths[0] == 0:
+        raise LmzooError("a prompt needs at least one token; start empty prompts with the tokenizer's eos id")
+    if len(lengths) > 1 and not model.mixed_positions:
+        raise LmzooError(f"{type(model).__name__} does not declare mixed_positions, so prompts of different "
+                         "lengths cannot share one batch; decode each length on its own")
+    was_training = model.training
+    model.eval()
+    try:
+        state, logits, order = None, [], []
+        for length in lengths:
+            rows = [i for i, p in enumerate(prompts) if len(p) == length]
+            part = model.init_state()
+            ids = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long, device=model.device)
+            logits.append(model(ids, state=part, logits_to_keep=1).logits[:, -1])
+            state = part if state is None else state.join(part)
+            order += rows
+    finally:
+        model.train(was_training)
+    if order != sorted(order):  # back to the order given
+        back = torch.tensor(order).argsort()
+        return state.select(back), torch.cat(logits)[back.to(model.device)]
+    return state, torch.cat(logits)
+
+
 class BatchDecoder:
     def __init__(self, model, max_rows: int | None = None, token_stats: bool = False):
         if max_rows is not None and max_rows < 1:
@@ -38,7 +69,6 @@ class BatchDecoder:
         self.model = model
         self.max_rows = max_rows
         self.token_stats = token_stats
-        self.forward_calls = 0  # model calls made (one per `add` and per batched `step`)
         # One group per run of rows decoded together: with mixed_positions there is at most one,
         # otherwise one per row. A group is (handles in row order, their State).
         self._groups: list[tuple[list[int], object]] = []
@@ -126,6 +156,5 @@ class BatchDecoder:
                              token_stats=self.token_stats)
         finally:
             self.model.train(was_training)
-        self.forward_calls += 1
         return [RowOutput(out.logits[row, -1], {name: value[row, -1] for name, value in out.token_stats.items()})
                 for row in range(ids.shape[0])]
