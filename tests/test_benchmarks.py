@@ -414,3 +414,11 @@ def test_learning_curves_specs_memorisation_and_diagnosis(one_thread):
         assert 0 < stats["rate"] < 1 and len(stats["grad_norm_per_timestep"]) == 4
         assert stats["grad_norm_per_timestep"][0] > 0, site
     assert result["attention_input_change"]["layer0"] > 0
+
+
+def test_batched_decode_reports_each_row_count(one_thread):
+    data = load("batched_decode").main(["--archs", "transformer", "--size", "nano", "--rows", "2", "--max-prompt", "6",
+                                        "--steps", "1", "--repeats", "1", "--threads", str(one_thread), "--no-write"])
+    rows = data["results"][0]["rows"]
+    assert set(rows) == {1, 2} and all(r["batched"] > 0 for r in rows.values())
+    assert rows[2]["one_by_one"] > 0 and rows[2]["vs_one_row"] == rows[2]["batched"] / rows[1]["batched"]
