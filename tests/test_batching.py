@@ -95,8 +95,17 @@ def test_a_row_far_in_batched_with_fresh_ones_matches_each_alone(arch, overrides
         for row in stepping:
             fed[row].append(tokens[handles[row]])
             logits[row].append(outs[handles[row]].logits)
-    assert_each_row_matches_alone(model, prompts, fed, logits)
     assert [decoder.position(handles[row]) for row in (0, 1, 2)] == [901 + 11, 2 + 10, 6 + 8]
+    # The long row leaves: the others go on, and the state no longer keeps room for its length.
+    decoder.remove(handles.pop(0))
+    for _ in range(2):
+        outs = decoder.step({handles[row]: fed[row][-1] for row in handles})
+        for row in handles:
+            fed[row].append(fed[row][-1])
+            logits[row].append(outs[handles[row]].logits)
+    assert_each_row_matches_alone(model, prompts, fed, logits)
+    alone_bytes = sum(prefill(model, [prompts[row] + fed[row][:-1]])[0].nbytes() for row in handles)
+    assert decoder.nbytes() <= 4 * alone_bytes
 
 
 def test_prompts_of_different_lengths_generate_together_as_each_alone():

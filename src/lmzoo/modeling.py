@@ -84,14 +84,23 @@ class State:
             part.select(rows)
         if self.per_row:
             self.position = self.position[rows.cpu()]
+            self._trim()
         return self
+
+    def _trim(self) -> None:
+        if self.position.numel():
+            longest = int(self.position.max())
+            for part in self.parts():
+                part.trim(longest)
 
     def take(self, rows: torch.Tensor) -> "State":
         """A new state with copies of rows `rows`; this one is left as it was."""
         layers = [None if part is None else part.take(rows) for part in self.layers]
         extras = None if self.extras is None else self.extras.take(rows)
-        position = self.position[rows.cpu()] if self.per_row else self.position
-        return State(layers, position, extras)
+        taken = State(layers, self.position[rows.cpu()] if self.per_row else self.position, extras)
+        if taken.per_row:
+            taken._trim()
+        return taken
 
     def join(self, other: "State") -> "State":
         """Append `other`'s rows after this state's, in place (`other` is consumed). Rows at

@@ -87,6 +87,11 @@ class KVCache(LayerState):
         mask = torch.arange(self.length, device=k.device)[None, :] <= start[:, None]
         return self.k[:, :, : self.length], self.v[:, :, : self.length], mask[:, None, None, :]
 
+    def trim(self, longest: int) -> None:
+        self.length = longest  # each row's slots past its own end are zeros
+        if self.k.shape[2] > 2 * longest:  # give the memory back, keeping room to grow
+            self.k, self.v = self.k[:, :, : 2 * longest].clone(), self.v[:, :, : 2 * longest].clone()
+
     def join(self, other: "KVCache", aligned: bool) -> None:
         length = max(self.length, other.length)
         parts = []

@@ -67,6 +67,14 @@ class LayerState:
                      lambda s: None)
         return taken
 
+    def trim(self, longest: int) -> None:
+        """Rows left a batch whose rows sit at different positions; the longest remaining row has
+        seen `longest` tokens. A state padded along time to its longest row drops the padding no
+        row needs any more (else a batch that lives on would keep growing); default: nothing."""
+        for _, value, _ in self._fields():
+            if isinstance(value, LayerState):
+                value.trim(longest)
+
     def join(self, other: "LayerState", aligned: bool) -> None:
         """Append `other`'s rows after this state's, in place (`other` is consumed)."""
         for name, mine, dim in self._fields():

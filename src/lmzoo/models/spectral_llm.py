@@ -169,6 +169,9 @@ class MixerState(LayerState):
         self.bands = bands if self.bands is None else [torch.cat(p, -1) for p in zip(self.bands, bands)]
         return self.bands
 
+    def trim(self, longest: int) -> None:
+        self.bands = [band[..., -longest:] for band in self.bands]  # the left padding no row needs
+
     def join(self, other: "MixerState", aligned: bool) -> None:
         # A row with a shorter history is padded with zeros on the left (before its first token):
         # the causal convolution then sums zeros there, so each row still sees only its own past.
