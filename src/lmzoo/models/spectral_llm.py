@@ -171,6 +171,8 @@ class MixerState(LayerState):
 
     def trim(self, longest: int) -> None:
         self.bands = [band[..., -longest:] for band in self.bands]  # the left padding no row needs
+        if self.filters is not None:
+            self.filters = self.filters[..., :longest].clone()  # and the lags no row reaches
 
     def join(self, other: "MixerState", aligned: bool) -> None:
         # A row with a shorter history is padded with zeros on the left (before its first token):
