@@ -429,3 +429,11 @@ def test_activation_memory_report(one_thread):
             "settings": {"size": "nano", "batch_size": 2, "seq_len": 16, "timed_steps": 1},
             "rows": {"transformer": cells}}
     assert "| `transformer` | 40 | 1.00 | 30 | 25% | 1.30x |" in bench.markdown(data)
+
+
+def test_batched_decode_reports_each_row_count(one_thread):
+    data = load("batched_decode").main(["--archs", "transformer", "--size", "nano", "--rows", "2", "--max-prompt", "6",
+                                        "--steps", "1", "--repeats", "1", "--threads", str(one_thread), "--no-write"])
+    rows = data["results"][0]["rows"]
+    assert set(rows) == {1, 2} and all(r["batched"] > 0 for r in rows.values())
+    assert rows[2]["one_by_one"] > 0 and rows[2]["vs_one_row"] == rows[2]["batched"] / rows[1]["batched"]

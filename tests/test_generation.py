@@ -57,7 +57,7 @@ def test_repetition_penalty_lowers_seen_tokens():
     assert apply_repetition_penalty(logits, seen, 2.0).tolist() == [[1.0, -4.0, 2.0]]
 
 
-def test_generate_text_groups_unequal_prompts_and_cuts_at_stop(model):
+def test_generate_text_batches_unequal_prompts_and_cuts_at_stop(model):
     tok = get_tokenizer("bytes")
     prompts = ["ab", "hello world", "xyz"]
     together = generate_text(model, tok, prompts, max_new_tokens=8, temperature=0)

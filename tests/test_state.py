@@ -140,5 +140,11 @@ def test_a_new_architecture_needs_one_model_file_and_one_registry_entry(toy_arch
     assert lora_targets(model) == ["blocks.0.mix", "blocks.1.mix"]
     assert [row["layer"] for row in measure_energy(model, [random_ids(model)])["layers"]][:2] == ["layer0", "layer1"]
     assert generate(model, random_ids(model, batch=1, length=5), max_new_tokens=4, temperature=0).shape == (1, 9)
+    # Without `mixed_positions` the batch decoder keeps one state per row, still exact.
+    from lmzoo.batching import BatchDecoder
+    decoder = BatchDecoder(model.eval())
+    (first, _), (second, _) = decoder.add([1, 2, 3]), decoder.add([4])
+    with torch.no_grad():
+        assert_close(decoder.step({first: 5, second: 6})[second].logits, model(torch.tensor([[4, 6]])).logits[0, -1], 1e-4)
     freeze_layers(model, 1)
     assert not any(p.requires_grad for p in model.blocks[0].parameters())

@@ -5,9 +5,12 @@ returns a handle plus the logits for its next token; `step` feeds one token to e
 rows and returns their next logits; `remove` drops a row at once. A server admits requests
 between steps, so rows sit at different positions.
 
-This first version keeps one decoding `State` per row and steps the rows one after another:
-exact for every architecture by construction, and the reference the batched version is tested
-against.
+All rows live in ONE decoding `State`: `add` prefills the prompt alone (batch 1) and joins its
+state into the batch (`State.join`), so a step is one forward call over every row, each at its
+own position (the architecture declares `mixed_positions`). Stepping only some of the rows
+copies them out of the batch and back in (`State.take`, `State.join`): exact, but it copies the
+whole state, so a server steps every active row each time for speed. An architecture that does
+not declare `mixed_positions` is decoded one row at a time, each with its own state.
 """
 from __future__ import annotations
 
@@ -28,6 +31,37 @@ class RowOutput:
     token_stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@torch.no_grad()
+def prefill(model, prompts: Sequence[Sequence[int]]):
+    """Feed prompts of any lengths (each at least one token) as the rows of one decoding state:
+    prompts of one length together, then the states joined (rows at different positions, so the
+    model must declare `mixed_positions` unless all lengths agree). Returns (state, logits [B, V]
+    for each row's next token), rows in the order given."""
+    lengths = sorted({len(p) for p in prompts})
+    if lengths[0] == 0:
+        raise LmzooError("a prompt needs at least one token; start empty prompts with the tokenizer's eos id")
+    if len(lengths) > 1 and not model.mixed_positions:
+        raise LmzooError(f"{type(model).__name__} does not declare mixed_positions, so prompts of different "
+                         "lengths cannot share one batch; decode each length on its own")
+    was_training = model.training
+    model.eval()
+    try:
+        state, logits, order = None, [], []
+        for length in lengths:
+            rows = [i for i, p in enumerate(prompts) if len(p) == length]
+            part = model.init_state()
+            ids = torch.tensor([list(prompts[i]) for i in rows], dtype=torch.long, device=model.device)
+            logits.append(model(ids, state=part, logits_to_keep=1).logits[:, -1])
+            state = part if state is None else state.join(part)
+            order += rows
+    finally:
+        model.train(was_training)
+    if order != sorted(order):  # back to the order given
+        back = torch.tensor(order).argsort()
+        return state.select(back), torch.cat(logits)[back.to(model.device)]
+    return state, torch.cat(logits)
+
+
 class BatchDecoder:
     def __init__(self, model, max_rows: int | None = None, token_stats: bool = False):
         if max_rows is not None and max_rows < 1:
@@ -35,21 +69,24 @@ class BatchDecoder:
         self.model = model
         self.max_rows = max_rows
         self.token_stats = token_stats
-        self._states: dict[int, object] = {}
+        # One group per run of rows decoded together: with mixed_positions there is at most one,
+        # otherwise one per row. A group is (handles in row order, their State).
+        self._groups: list[tuple[list[int], object]] = []
         self._next_handle = 0
 
     @property
     def active(self) -> list[int]:
         """Handles of the rows being decoded, in the order they joined."""
-        return list(self._states)
+        return sorted(h for handles, _ in self._groups for h in handles)
 
     def position(self, handle: int) -> int:
         """Tokens fed to row `handle` so far."""
-        return self._state(handle).position
+        handles, state = self._group(handle)
+        return int(state.row_positions()[handles.index(handle)])
 
     def nbytes(self) -> int:
         """Bytes of decoding state held for all rows."""
-        return sum(state.nbytes() for state in self._states.values())
+        return sum(state.nbytes() for _, state in self._groups)
 
     @torch.no_grad()
     def add(self, prompt_ids: Sequence[int] | torch.Tensor) -> tuple[int, RowOutput]:
@@ -57,35 +94,61 @@ class BatchDecoder:
         ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
         if ids.shape[1] == 0:
             raise LmzooError("a prompt needs at least one token; start empty prompts with the tokenizer's eos id")
-        if self.max_rows is not None and len(self._states) >= self.max_rows:
+        if self.max_rows is not None and len(self.active) >= self.max_rows:
             raise LmzooError(f"the batch is full ({self.max_rows} rows); remove a row first")
         state = self.model.init_state()
-        output = self._forward(ids, state)
+        output = self._forward(ids, state)[0]
         handle = self._next_handle
         self._next_handle += 1
-        self._states[handle] = state
+        if self._groups and self.model.mixed_positions:
+            handles, batch = self._groups[0]
+            self._groups[0] = (handles + [handle], batch.join(state))
+        else:
+            self._groups.append(([handle], state))
         return handle, output
 
     @torch.no_grad()
     def step(self, tokens: Mapping[int, int]) -> dict[int, RowOutput]:
         """Feed token `tokens[h]` to each row `h` given; return each row's next-token output."""
+        for handle in tokens:
+            self._group(handle)
         outputs = {}
-        for handle, token in tokens.items():
-            ids = torch.tensor([[int(token)]], dtype=torch.long)
-            outputs[handle] = self._forward(ids, self._state(handle))
+        for i, (handles, state) in enumerate(self._groups):
+            stepped = [h for h in handles if h in tokens]
+            if not stepped:
+                continue
+            if len(stepped) < len(handles):  # copy the stepped rows out, step them, join them back
+                rest = [h for h in handles if h not in tokens]
+                state, kept = state.take(self._rows(handles, stepped)), state.select(self._rows(handles, rest))
+            ids = torch.tensor([[int(tokens[h])] for h in stepped], dtype=torch.long)
+            outputs.update(zip(stepped, self._forward(ids, state)))
+            if len(stepped) < len(handles):
+                state, stepped = kept.join(state), rest + stepped
+            self._groups[i] = (stepped, state)
         return outputs
 
     def remove(self, handle: int) -> None:
         """Drop a row and free its state (a finished or disconnected request)."""
-        self._state(handle)
-        del self._states[handle]
+        handles, state = self._group(handle)
+        i = next(i for i, (group, _) in enumerate(self._groups) if group is handles)
+        rest = [h for h in handles if h != handle]
+        if rest:
+            self._groups[i] = (rest, state.select(self._rows(handles, rest)))
+        else:
+            del self._groups[i]
 
-    def _state(self, handle: int):
-        if handle not in self._states:
-            raise LmzooError(f"no active row {handle}; it was removed or never added")
-        return self._states[handle]
+    def _group(self, handle: int):
+        for handles, state in self._groups:
+            if handle in handles:
+                return handles, state
+        raise LmzooError(f"no active row {handle}; it was removed or never added")
 
-    def _forward(self, ids: torch.Tensor, state) -> RowOutput:
+    @staticmethod
+    def _rows(handles: list[int], wanted: list[int]) -> torch.Tensor:
+        return torch.tensor([handles.index(h) for h in wanted], dtype=torch.long)
+
+    def _forward(self, ids: torch.Tensor, state) -> list[RowOutput]:
+        """One model call over the rows of `state`; each row's output for its last token."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -93,5 +156,5 @@ class BatchDecoder:
                              token_stats=self.token_stats)
         finally:
             self.model.train(was_training)
-        stats = {name: value[0, -1] for name, value in out.token_stats.items()}
-        return RowOutput(out.logits[0, -1], stats)
+        return [RowOutput(out.logits[row, -1], {name: value[row, -1] for name, value in out.token_stats.items()})
+                for row in range(ids.shape[0])]

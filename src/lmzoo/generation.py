@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from lmzoo.batching import prefill
 from lmzoo.errors import LmzooError
 
 
@@ -74,7 +75,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
              eos_token_id: int | None = None, stop: Callable[[torch.Tensor], bool] | None = None,
              streamer=None, seed: int | None = None, state=None, logits: torch.Tensor | None = None,
-             sample_vocab: int | None = None) -> torch.Tensor:
+             sample_vocab: int | None = None, context_ids: Sequence[Sequence[int]] = ()) -> torch.Tensor:
     """Continue `input_ids` [B, L] (all prompts the same length) by up to max_new_tokens.
 
     Samples that emit `eos_token_id` stop (later positions are filled with it); `stop(ids)`
@@ -83,7 +84,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
     that was already fed (long-context streaming, see `feed`); with that context's last
     `logits` [B, V] too, `input_ids` may be empty ([B, 0]) to continue the context itself.
     Only ids below `sample_vocab` are sampled (the tokenizer's size when the model's vocabulary is
-    larger: ids it cannot decode). Returns prompt + generated ids.
+    larger: ids it cannot decode). `context_ids` (one list per row) are ids the state has already
+    seen that the repetition penalty counts as well (prompts prefilled by `lmzoo.batching.prefill`).
+    Returns prompt + generated ids.
     """
     check_options(temperature, top_k, top_p, repetition_penalty, max_new_tokens, seed)
     if logits is not None and isinstance(input_ids, torch.Tensor) and input_ids.numel() == 0:
@@ -106,6 +109,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int = 64, temperatu
         unsampled = torch.arange(logits.shape[-1], device=device) >= sample_vocab
     seen = torch.zeros(batch, model.config.vocab_size, dtype=torch.bool, device=device)
     seen.scatter_(1, input_ids, True)
+    for row, ids in enumerate(context_ids):
+        seen[row, torch.as_tensor(list(ids), dtype=torch.long, device=device)] = True
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     out = [input_ids]
     for _ in range(max_new_tokens):
@@ -185,8 +190,10 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
                   logits: torch.Tensor | None = None, **options) -> list[str]:
     """Generate continuations for text prompts of any lengths; returns the new text of each.
 
-    Prompts are grouped by token length and each group runs as one batch (architectures with
-    recurrent state cannot skip padding, so equal lengths keep every sample exact).
+    All prompts decode as one batch: each length is prefilled on its own and the states joined, so
+    rows sit at different positions (`lmzoo.batching.prefill`) and every sample equals its prompt
+    decoded alone. An architecture that does not declare `mixed_positions` runs one batch per
+    prompt length instead.
 
     With the `state` (and last `logits`) that `feed` returned, the single prompt continues that
     context: its text follows the fed tokens, and an empty prompt continues the context itself.
@@ -199,29 +206,34 @@ def generate_text(model, tokenizer, prompts: str | Sequence[str], max_new_tokens
     check_options(options.get("temperature", 1.0), options.get("top_k"), options.get("top_p"),
                   options.get("repetition_penalty", 1.0), max_new_tokens, options.get("seed"), stop_strings)
     device = next(model.parameters()).device
-    if state is None:
-        encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
-    elif len(prompts) != 1:
-        raise LmzooError(f"a fed context continues one prompt, got {len(prompts)}; generate once per prompt")
-    else:
-        encoded = [tokenizer.encode(prompts[0])]
-        if not encoded[0] and logits is None:
-            raise LmzooError("an empty prompt after a fed context needs the context's last logits; "
-                             "pass logits= as returned by feed()")
-    results: list[str | None] = [None] * len(prompts)
-    groups: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        groups.setdefault(len(ids), []).append(i)
     options.setdefault("eos_token_id", tokenizer.eos_id)
     options.setdefault("sample_vocab", tokenizer.vocab_size)
-    for length, members in groups.items():
-        ids = torch.tensor([encoded[i] for i in members], dtype=torch.long, device=device)
+    stop = _stop_on_strings(tokenizer, 0, stop_strings) if stop_strings else None
+    if state is not None:
+        if len(prompts) != 1:
+            raise LmzooError(f"a fed context continues one prompt, got {len(prompts)}; generate once per prompt")
+        ids = tokenizer.encode(prompts[0])
+        if not ids and logits is None:
+            raise LmzooError("an empty prompt after a fed context needs the context's last logits; "
+                             "pass logits= as returned by feed()")
+        stop = _stop_on_strings(tokenizer, len(ids), stop_strings) if stop_strings else None
+        out = generate(model, torch.tensor([ids], dtype=torch.long, device=device), max_new_tokens, stop=stop,
+                       streamer=TextStreamer(tokenizer, stop_strings=stop_strings) if stream else None, state=state, logits=logits, **options)
+        return [_cut_at_stop(tokenizer.decode(out[0, len(ids):].tolist()), stop_strings)]
+    encoded = [tokenizer.encode(p) or [tokenizer.eos_id] for p in prompts]
+    batches = [list(range(len(prompts)))]
+    if not model.mixed_positions:
+        lengths = [len(ids) for ids in encoded]
+        batches = [[i for i in batches[0] if lengths[i] == n] for n in sorted(set(lengths))]
+    results: list[str | None] = [None] * len(prompts)
+    for members in batches:
+        rows = [encoded[i] for i in members]
+        prefilled, first = prefill(model, rows)
         streamer = TextStreamer(tokenizer, stop_strings=stop_strings) if stream and len(prompts) == 1 else None
-        stop = _stop_on_strings(tokenizer, length, stop_strings) if stop_strings else None
-        out = generate(model, ids, max_new_tokens, stop=stop, streamer=streamer, state=state, logits=logits,
-                       **options)
+        out = generate(model, torch.zeros(len(rows), 0, dtype=torch.long, device=device), max_new_tokens,
+                       stop=stop, streamer=streamer, state=prefilled, logits=first, context_ids=rows, **options)
         for row, i in zip(out, members):
-            results[i] = _cut_at_stop(tokenizer.decode(row[length:].tolist()), stop_strings)
+            results[i] = _cut_at_stop(tokenizer.decode(row.tolist()), stop_strings)
     return results
 
 

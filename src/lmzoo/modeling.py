@@ -40,11 +40,16 @@ class State:
     """Decoding state after `position` tokens: one `LayerState` per block (or None for a block that
     keeps nothing) plus an optional model-level one (`extras`, e.g. efficia-1's document flags).
 
-    Every part declares its batch dimension, so the whole state can report its size, keep or
-    reorder rows of the batch, and move to a device without knowing the architecture.
+    Every part declares its batch dimension, so the whole state can report its size, keep, copy,
+    reorder or join rows of the batch and move to a device without knowing the architecture.
+
+    `position` is an int while every row has seen the same number of tokens. Joining states whose
+    rows sit at different positions (`join`) makes it a CPU LongTensor [B] of per-row positions;
+    such a batch is then decoded one token per row per call, each row at its own position.
     """
 
-    def __init__(self, layers: list[LayerState | None], position: int = 0, extras: LayerState | None = None):
+    def __init__(self, layers: list[LayerState | None], position: int | torch.Tensor = 0,
+                 extras: LayerState | None = None):
         self.layers = layers
         self.position = position
         self.extras = extras
@@ -55,10 +60,58 @@ class State:
     def nbytes(self) -> int:
         return sum(part.nbytes() for part in self.parts())
 
+    @property
+    def per_row(self) -> bool:
+        """Whether rows sit at different positions (`position` is a tensor)."""
+        return isinstance(self.position, torch.Tensor)
+
+    def batch_size(self) -> int:
+        if self.per_row:
+            return self.position.shape[0]
+        for part in self.parts():
+            rows = part.batch_size()
+            if rows is not None:
+                return rows
+        raise LmzooError("this decoding state holds no rows yet; feed it at least one token first")
+
+    def row_positions(self) -> torch.Tensor:
+        """Tokens seen by each row: a CPU LongTensor [B]."""
+        if self.per_row:
+            return self.position
+        return torch.full((self.batch_size(),), self.position, dtype=torch.long)
+
     def select(self, rows: torch.Tensor) -> "State":
         """Keep batch rows `rows` (indices, in the order given) in every part; in place."""
         for part in self.parts():
             part.select(rows)
+        if self.per_row:
+            self.position = self.position[rows.cpu()]
+            self._trim()
+        return self
+
+    def _trim(self) -> None:
+        if self.position.numel():
+            longest = int(self.position.max())
+            for part in self.parts():
+                part.trim(longest)
+
+    def take(self, rows: torch.Tensor) -> "State":
+        """A new state with copies of rows `rows`; this one is left as it was."""
+        layers = [None if part is None else part.take(rows) for part in self.layers]
+        extras = None if self.extras is None else self.extras.take(rows)
+        taken = State(layers, self.position[rows.cpu()] if self.per_row else self.position, extras)
+        if taken.per_row:
+            taken._trim()
+        return taken
+
+    def join(self, other: "State") -> "State":
+        """Append `other`'s rows after this state's, in place (`other` is consumed). Rows at
+        different positions make the position per-row (see the class docstring)."""
+        aligned = not self.per_row and not other.per_row and self.position == other.position
+        position = self.position if aligned else torch.cat((self.row_positions(), other.row_positions()))
+        for mine, theirs in zip(self.parts(), other.parts()):
+            mine.join(theirs, aligned)
+        self.position = position
         return self
 
     def to(self, device: torch.device | str) -> "State":
@@ -73,10 +126,13 @@ class BlockContext:
     token and a dict the blocks add statistics to. Architectures subclass it for more (routes,
     document ids, what one layer hands the next).
 
+    `start` is an int, or, when the state's rows sit at different positions, a LongTensor [B] on
+    the model's device (each row's position; the call then feeds one token per row).
+
     `token_stats` is None unless the caller asked for per-token statistics; then blocks add
     detached [B, L, ...] tensors to it (see `LMOutput.token_stats`)."""
 
-    start: int
+    start: int | torch.Tensor
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
     token_stats: dict[str, torch.Tensor] | None = None
 
@@ -111,6 +167,8 @@ class CausalLM(nn.Module):
       (a `LayerState`, or None if it keeps nothing).
     - `lora_targets`: names of the `nn.Linear` submodules LoRA adapts by default.
     - `constant_state`: whether the decoding state keeps a fixed size however long the context.
+    - `mixed_positions`: whether its blocks decode rows at different positions in one call
+      (`context.start` a LongTensor [B]); `lmzoo.batching.BatchDecoder` needs it to batch such rows.
     - `untrained_components(seq_len)`: what sequences that short leave without gradient (DDP
       then looks for unused parameters). Parameters are never 0-d: FSDP2 cannot shard those.
 
@@ -122,6 +180,7 @@ class CausalLM(nn.Module):
     blocks: nn.ModuleList
     lora_targets: tuple[str, ...] = ()
     constant_state: bool = False
+    mixed_positions: bool = False
 
     def __init__(self, config: ModelConfig, token_table: bool = True):
         super().__init__()
@@ -150,10 +209,12 @@ class CausalLM(nn.Module):
         return their subclass."""
         return BlockContext(start=self.start_position(state))
 
-    @staticmethod
-    def start_position(state: State | None) -> int:
-        """Absolute position of a call's first token: the tokens the state has seen."""
-        return state.position if state is not None else 0
+    def start_position(self, state: State | None) -> int | torch.Tensor:
+        """Absolute position of a call's first token: the tokens the state has seen (per row, on
+        the model's device, when its rows differ)."""
+        if state is None:
+            return 0
+        return state.position.to(self.device) if state.per_row else state.position
 
     def new_extras(self) -> LayerState | None:
         """The model-level part of a fresh decoding state (`State.extras`); default none."""
@@ -237,12 +298,15 @@ class CausalLM(nn.Module):
         input_ids = self.check_input_ids(input_ids)
         if state is None and use_cache:
             state = self.init_state()
+        if state is not None and state.per_row and input_ids.shape[1] != 1:
+            raise LmzooError(f"the state's rows sit at different positions, so each call feeds one token per row, "
+                             f"got {input_ids.shape[1]}; prefill each prompt alone, then join the states")
         context = self.new_context(input_ids, state)
         if token_stats:
             context.token_stats = {}
         hidden, aux_loss, stats = self.backbone(input_ids, state, context)
         if state is not None:
-            state.position += input_ids.shape[1]
+            state.position = state.position + input_ids.shape[1]
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
         logits = self.output_logits(hidden)

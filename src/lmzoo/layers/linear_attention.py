@@ -45,15 +45,20 @@ class LinearAttentionState(LayerState):
     batch_dims = {"S": 0, "z": 0, "tail": 0}
 
 
-def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,
+def recurrent_linear_attention(q, k, v, start: int | torch.Tensor, window: int, overlap: bool,
                                state: LinearAttentionState) -> torch.Tensor:
-    """Token by token from `state` (updated in place); `start` is the absolute position of q[..., 0, :]."""
+    """Token by token from `state` (updated in place); `start` is the absolute position of q[..., 0, :]
+    (an int, or per-row starts [B]: each row's sums then restart at its own window starts)."""
     B, H, n, dh = q.shape
     if state.S is None:
         state.S, state.z = q.new_zeros(B, H, dh, dh), q.new_zeros(B, H, dh)
     outs = []
     for t in range(n):
-        if not overlap and (start + t) % window == 0:  # a new window: the sums restart
+        restart = not overlap and (start + t) % window == 0  # a new window: the sums restart
+        if isinstance(restart, torch.Tensor):  # per row
+            restart = restart[:, None, None]
+            state.S, state.z = state.S.masked_fill(restart[..., None], 0), state.z.masked_fill(restart, 0)
+        elif restart:
             state.S, state.z = torch.zeros_like(state.S), torch.zeros_like(state.z)
         kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]
         state.S = state.S + kt[..., :, None] * vt[..., None, :]
@@ -123,7 +128,8 @@ class LocalLinearAttention(nn.Module):
         self.out = nn.Linear(inner, d_model, bias=False)
         self.out.residual_projection = True
 
-    def forward(self, x: torch.Tensor, start: int = 0, state: LinearAttentionState | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor = 0,
+                state: LinearAttentionState | None = None) -> torch.Tensor:
         B, n, _ = x.shape
         h = x
         if self.conv is not None:

@@ -6,7 +6,8 @@ selected rows. Each selected query at position t attends to keys t-w+1 .. t (GQA
 
 The key/value history is carried as a [B, w-1, Hkv, Dh] tensor of the latest keys before the
 chunk (zeros, masked out, before position 0), so training, chunked prefill and one-token decoding
-are one code path.
+are one code path. Rows at different positions (`start` a LongTensor [B]) only change the
+positions each row's queries and keys are rotated to and masked by.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class GatedLocalAttention(nn.Module):
         self.out.residual_projection = True
         self.rope = RotaryEmbedding(self.head_dim, rope_theta)
 
-    def keys_values(self, h: torch.Tensor, start: int, history: WindowHistory | None):
+    def keys_values(self, h: torch.Tensor, start: int | torch.Tensor, history: WindowHistory | None):
         """Rotated keys/values of the chunk with the w-1 before it: two [B, w-1+n, Hkv, Dh]."""
         b, n, _ = h.shape
         k, v = self.kv(h).view(b, n, 2, self.n_kv_heads, self.head_dim).unbind(2)
@@ -54,7 +55,7 @@ class GatedLocalAttention(nn.Module):
             history.k, history.v = k_ext[:, n:], v_ext[:, n:]  # the w-1 newest, for the next chunk
         return k_ext, v_ext
 
-    def forward(self, h: torch.Tensor, selected: torch.Tensor, scale: torch.Tensor, start: int = 0,
+    def forward(self, h: torch.Tensor, selected: torch.Tensor, scale: torch.Tensor, start: int | torch.Tensor = 0,
                 history: WindowHistory | None = None) -> torch.Tensor:
         """h [B, n, D]; selected [B, n] bool; scale [B, n] -> the residual update [B, n, D], zero
         at unselected tokens."""
@@ -67,7 +68,11 @@ class GatedLocalAttention(nn.Module):
         # to reach the same parameters, and a rank whose tokens all skip attention would not.
         batch, t = rows // n, rows % n
         q = self.q(h.reshape(b * n, d)[rows]).view(-1, self.n_heads, self.head_dim)
-        q = self.rope.rotate_at(q, t + start, start + n)
+        if isinstance(start, torch.Tensor):  # each selected query at its own row's position
+            start, end = start[batch], None
+        else:
+            end = start + n
+        q = self.rope.rotate_at(q, t + start, end)
         # Window of query t: rows t .. t+w-1 of the extended keys (positions t-w+1 .. t), gathered
         # with one index_select, whose backward is an index_add into a tensor of k_ext's size.
         offsets = torch.arange(self.window, device=h.device)

@@ -44,9 +44,16 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos.to(x.dtype) + torch.cat((x2, x1), dim=-1) * sin.to(x.dtype)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """x: [B, H, L, Dh] -> same shape, rotated for positions start..start+L-1."""
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
+        """x: [B, H, L, Dh] -> same shape, rotated for positions start..start+L-1 (`start` an int,
+        or a LongTensor [B] of per-row starts)."""
         length = x.shape[-2]
+        if isinstance(start, torch.Tensor):
+            # Per-row positions: the angles computed directly (the same float64 formula as the
+            # tables, so the same values), with no table lookup that would need max(start).
+            positions = start[:, None] + torch.arange(length, device=start.device)
+            cos, sin = self._angles(positions.reshape(-1))
+            return self._rotate(x, cos.view(-1, 1, length, cos.shape[-1]), sin.view(-1, 1, length, sin.shape[-1]))
         if start + length > self.CACHE_LIMIT:
             cos, sin = self._angles(torch.arange(start, start + length, device=x.device))
         else:
@@ -54,7 +61,8 @@ class RotaryEmbedding(nn.Module):
             cos, sin = cos[start:start + length], sin[start:start + length]
         return self._rotate(x, cos, sin)
 
-    def rotate_at(self, x: torch.Tensor, positions: torch.Tensor, end: int) -> torch.Tensor:
-        """x: [N, H, Dh] rows at absolute `positions` [N], all < `end` (gathered tokens) -> rotated."""
-        cos, sin = self._at(positions, end)
+    def rotate_at(self, x: torch.Tensor, positions: torch.Tensor, end: int | None) -> torch.Tensor:
+        """x: [N, H, Dh] rows at absolute `positions` [N], all < `end` (gathered tokens) -> rotated;
+        `end` None (not known without reading the positions back) computes the angles directly."""
+        cos, sin = self._angles(positions) if end is None else self._at(positions, end)
         return self._rotate(x, cos.unsqueeze(1), sin.unsqueeze(1))

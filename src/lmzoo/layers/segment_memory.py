@@ -7,6 +7,11 @@ Document ids (`docs`, one int per token, counted from end-of-document tokens) re
 summary belongs to the document of its segment's last token and pools only that document's
 tokens; a token sees a memory slot or GRU state only of its own document. Decoding states hold
 the open segment's inputs, the slots' keys and values and the GRU state, all of fixed size.
+
+Rows at different positions (a batch whose rows joined at different steps) feed one token each
+(`step_rows`): every token reads its row's memory and GRU state as they stand, and only the rows
+whose segment that token closes push a summary and step the GRU (`torch.where` over the rows;
+the summaries are computed only in a call where some row closes a segment).
 """
 from __future__ import annotations
 
@@ -63,6 +68,12 @@ def make_grid(stream: torch.Tensor, docs: torch.Tensor, size: int, open_stream, 
     n = stream.shape[1] - left
     pad = (-(left + n)) % size
     return SegmentGrid(F.pad(stream, (0, 0, 0, pad)), F.pad(docs, (0, pad), value=NO_DOC), left, n, size)
+
+
+def full_segment(stream: torch.Tensor, docs: torch.Tensor) -> SegmentGrid:
+    """Rows' open-segment buffers [B, c, D] (slot = position mod c) as one complete segment each:
+    what the rows whose segment just closed summarise."""
+    return SegmentGrid(stream, docs, 0, stream.shape[1], stream.shape[1])
 
 
 def carry_open_segment(grid: SegmentGrid, last_doc: torch.Tensor):
@@ -143,6 +154,29 @@ class GlobalMemoryGate(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat((x, r), -1)))
         return (1 - g) * x + g * r
 
+    def step_rows(self, x: torch.Tensor, h: torch.Tensor, segment: SegmentGrid | None, closing: torch.Tensor,
+                  doc: torch.Tensor, state: MemoryState) -> torch.Tensor:
+        """One token per row (x, h [B, 1, D]; `doc` [B] its document): it reads the FIFO as it stands;
+        rows whose segment it closes (`closing` [B]) then push the summary of their full `segment`
+        (None when no row closes one)."""
+        B = x.shape[0]
+        q = self.q(h).view(B, 1, self.heads, self.head_dim).transpose(1, 2)  # [B, H, 1, dh]
+        visible = (state.docs == doc[:, None])[:, None, None]                # [B, 1, 1, m]
+        scores = upcast(q @ state.keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+        weights = torch.where(visible.any(-1, keepdim=True), scores.softmax(-1), 0.0).to(q.dtype)
+        r = self.out((weights @ state.values).transpose(1, 2).flatten(-2))
+        g = torch.sigmoid(self.gate(torch.cat((x, r), -1)))
+        docs = state.docs
+        if segment is not None:
+            keys, values = self.kv(self.pool(segment)).view(B, 1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            push = closing[:, None, None, None]
+            state.keys = torch.where(push, torch.cat((state.keys[:, :, 1:], keys), 2), state.keys)
+            state.values = torch.where(push, torch.cat((state.values[:, :, 1:], values), 2), state.values)
+            docs = torch.where(closing[:, None], torch.cat((docs[:, 1:], doc[:, None]), 1), docs)
+        state.docs = docs - doc[:, None]
+        return (1 - g) * x + g * r
+
 
 class CompressionState(LayerState):
     """CCU decoding state: the GRU state after the last complete segment [B, d_state] and its
@@ -189,3 +223,22 @@ class ContextCompression(nn.Module):
         token_docs = grid.grid(grid.docs[:, grid.left:grid.left + grid.n])    # [B, S, c]
         read = torch.where((token_docs == seen_docs[..., None])[..., None], seen[:, :, None], 0.0)
         return self.proj(grid.crop(read)), torch.stack(states[1:], 1) if k else summaries.new_zeros(B, 0, self.d_state)
+
+    def step_rows(self, segment: SegmentGrid | None, closing: torch.Tensor, doc: torch.Tensor,
+                  below: torch.Tensor | None, state: CompressionState):
+        """One token per row (`doc` [B] its document): it reads the GRU state as it stands; rows whose
+        segment it closes (`closing` [B]) step the GRU on the summary of their full `segment` (None
+        when no row closes one). Returns (read-out [B, 1, D], the GRU states after this call's
+        segment [B, 1, d_state] for the layer above, or None when no row closed one)."""
+        read = torch.where((state.doc == doc)[:, None], state.hidden, 0.0)
+        hidden, hidden_doc, after = state.hidden, state.doc, None
+        if segment is not None:
+            summary = self.pool(segment)[:, 0]
+            below = summary.new_zeros(summary.shape[0], self.d_state) if below is None else below[:, 0]
+            kept = (doc == state.doc)[:, None]
+            after = self.cell(torch.cat((summary, below), -1), torch.where(kept, hidden, 0.0))
+            hidden = torch.where(closing[:, None], after, hidden)
+            hidden_doc = torch.where(closing, doc, hidden_doc)
+            after = after[:, None]
+        state.hidden, state.doc = hidden, hidden_doc - doc
+        return self.proj(read[:, None]), after

@@ -18,12 +18,16 @@ from torch import nn
 from lmzoo.layers.precision import upcast
 
 
-def forced_spikes(start: int, n: int, rate: float, device) -> torch.Tensor:
-    """A fixed causal pattern spiking `rate` of positions (t spikes when floor((t+1) r) > floor(t r)).
+def forced_spikes(start: int | torch.Tensor, n: int, rate: float, device) -> torch.Tensor:
+    """A fixed causal pattern spiking `rate` of positions (t spikes when floor((t+1) r) > floor(t r)):
+    [n], or [B, n] for per-row starts [B].
 
     Used by benchmarks to measure cost as a function of the rate, independent of the router.
     """
-    t = torch.arange(start, start + n, device=device, dtype=torch.float64)
+    if isinstance(start, torch.Tensor):
+        t = (start[:, None] + torch.arange(n, device=device)).to(torch.float64)
+    else:
+        t = torch.arange(start, start + n, device=device, dtype=torch.float64)
     return torch.floor((t + 1) * rate) > torch.floor(t * rate)
 
 
@@ -40,7 +44,7 @@ class SpikeGate(nn.Module):
         self.register_buffer("temperature", torch.tensor(float(temperature)))
         self.force_rate: float | None = None  # benchmarks: replace the decision by a fixed pattern
 
-    def forward(self, h_before: torch.Tensor, h_after: torch.Tensor, start: int = 0):
+    def forward(self, h_before: torch.Tensor, h_after: torch.Tensor, start: int | torch.Tensor = 0):
         """-> (p [B, n] in (0, 1), spike [B, n] bool)."""
         score = self.score_out(F.gelu(self.score_in(torch.cat((h_before, h_after), dim=-1)))).squeeze(-1)
         p = torch.sigmoid((upcast(score) - self.threshold) / self.temperature)

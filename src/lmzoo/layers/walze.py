@@ -31,18 +31,26 @@ class WalzeBuffer(LayerState):
         super().__init__()
         self.span = span
 
-    def history(self, like: torch.Tensor, start: int) -> torch.Tensor:
-        """Inputs at positions start-R .. start-1, oldest first: [B, R, D]."""
+    def history(self, like: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+        """Inputs at positions start-R .. start-1, oldest first: [B, R, D] (`start` an int or
+        per-row starts [B])."""
         if self.slots is None:
             self.slots = like.new_zeros(like.shape[0], self.span, like.shape[2])
         elif self.slots.dtype != like.dtype:
             self.slots = self.slots.to(like.dtype)
+        if isinstance(start, torch.Tensor):
+            order = (start[:, None] + torch.arange(-self.span, 0, device=like.device)) % self.span
+            return self.slots.gather(1, order[..., None].expand(-1, -1, self.slots.shape[2]))
         order = torch.arange(start - self.span, start, device=like.device) % self.span
         return self.slots[:, order]
 
-    def write(self, h: torch.Tensor, start: int) -> None:
+    def write(self, h: torch.Tensor, start: int | torch.Tensor) -> None:
         keep = min(h.shape[1], self.span)
         end = start + h.shape[1]
+        if isinstance(start, torch.Tensor):
+            slots = (end[:, None] + torch.arange(-keep, 0, device=h.device)) % self.span
+            self.slots.scatter_(1, slots[..., None].expand(-1, -1, h.shape[2]), h[:, -keep:])
+            return
         slots = torch.arange(end - keep, end, device=h.device) % self.span
         self.slots[:, slots] = h[:, -keep:]
 
@@ -81,7 +89,7 @@ class CausalWalze(nn.Module):
             out = torch.addcmul(out, ext[:, begin:begin + n], self.tap_weight[k].to(h.dtype))
         return out
 
-    def forward(self, h: torch.Tensor, start: int = 0, buffer: WalzeBuffer | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, start: int | torch.Tensor = 0, buffer: WalzeBuffer | None = None) -> torch.Tensor:
         history = buffer.history(h, start) if buffer is not None else None
         c = self.convolve(h, history)
         if buffer is not None:

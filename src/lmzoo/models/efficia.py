@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmzoo.config import ModelConfig
@@ -32,8 +33,10 @@ from lmzoo.layers.segment_memory import (
     CompressionState,
     ContextCompression,
     GlobalMemoryGate,
+    NO_DOC,
     MemoryState,
     carry_open_segment,
+    full_segment,
     make_grid,
 )
 from lmzoo.layers.state import LayerState
@@ -77,13 +80,43 @@ class EfficiaConfig(ModelConfig):
 
 class EfficiaLayerState(LayerState):
     """One block's decoding state: its three units' states and the open segment's normed inputs
-    ([B, <segment, D]) and document ids ([B, <segment])."""
+    ([B, <segment, D]) and document ids ([B, <segment]). Rows at different positions keep the
+    open segment in a buffer of `segment` slots instead ([B, segment, D], slot = position mod
+    segment), written one token per call."""
 
     batch_dims = {"lcp": 0, "memory": 0, "compression": 0, "open_stream": 0, "open_docs": 0}
 
-    def __init__(self):
+    def __init__(self, segment: int):
         super().__init__()
+        self.segment = segment
         self.lcp, self.memory, self.compression = LinearAttentionState(), MemoryState(), CompressionState()
+
+    def write_open_rows(self, h: torch.Tensor, doc: torch.Tensor, start: torch.Tensor) -> None:
+        """Put each row's token (h [B, D], doc [B]) into its slot of the open-segment buffer."""
+        if self.open_stream is None:
+            self.open_stream = h.new_zeros(h.shape[0], self.segment, h.shape[1])
+            self.open_docs = doc.new_zeros(h.shape[0], self.segment)
+        rows, slots = torch.arange(h.shape[0], device=h.device), start % self.segment
+        self.open_stream[rows, slots] = h
+        self.open_docs[rows, slots] = doc
+
+    def join(self, other: "EfficiaLayerState", aligned: bool) -> None:
+        if not aligned:  # open segments of different lengths: both to the per-row buffer
+            self._open_buffer(like=other.open_stream)
+            other._open_buffer(like=self.open_stream)
+        super().join(other, aligned)
+
+    def _open_buffer(self, like: torch.Tensor | None) -> None:
+        """The open segment as a buffer of `segment` slots (slots not yet reached are unused)."""
+        if self.open_stream is None:  # the segment just closed: an empty buffer, if the other has one
+            if like is not None:
+                rows = self.batch_size()
+                self.open_stream = like.new_zeros(rows, self.segment, like.shape[2])
+                self.open_docs = torch.full((rows, self.segment), NO_DOC, dtype=torch.long, device=like.device)
+        elif self.open_stream.shape[1] < self.segment:
+            missing = self.segment - self.open_stream.shape[1]
+            self.open_stream = F.pad(self.open_stream, (0, 0, 0, missing))
+            self.open_docs = F.pad(self.open_docs, (0, missing), value=NO_DOC)
 
 
 class DocumentState(LayerState):
@@ -98,6 +131,8 @@ class EfficiaContext(BlockContext):
     last_doc: torch.Tensor | None = None  # [B] document id of each row's last token
     below: torch.Tensor | None = None     # the block below's GRU states after each segment (CCU input)
     fusion: list = field(default_factory=list)  # per block [B, n, streams] weights, when token_stats is asked
+    closing: torch.Tensor | None = None   # rows at different positions: [B] whether the token closes a segment
+    any_closing: bool = False             # whether any row does (read once, on the host)
 
 
 class EfficiaBlock(nn.Module):
@@ -123,14 +158,28 @@ class EfficiaBlock(nn.Module):
         self.ffn = SwiGLU(d, config.d_ff)
 
     def new_state(self) -> EfficiaLayerState:
-        return EfficiaLayerState()
+        return EfficiaLayerState(self.segment)
 
     def forward(self, x, context: EfficiaContext, state: EfficiaLayerState | None):
-        start, docs, last_doc = context.start, context.docs, context.last_doc
-        lcp = x + self.lcp(self.lcp_norm(x), start, state.lcp if state is not None else None)
+        lcp = x + self.lcp(self.lcp_norm(x), context.start, state.lcp if state is not None else None)
         if self.fusion is None:
             return lcp + self.ffn(self.ffn_norm(lcp))
         h = self.stream_norm(lcp)
+        if isinstance(context.start, torch.Tensor):
+            streams, updates = self.segment_streams_rows(x, lcp, h, context, state)
+        else:
+            streams, updates = self.segment_streams(x, lcp, h, context, state)
+        # The weights mix what each stream adds to x: mixing the streams themselves would scale
+        # the residual path by w_lcp + w_gmg < 1 in every block (see docs/architectures.md).
+        weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
+        if context.token_stats is not None:
+            context.fusion.append(weights.detach())
+        fused = x + sum(w[..., None] * u for w, u in zip(weights.unbind(-1), updates))
+        return fused + self.ffn(self.ffn_norm(fused))
+
+    def segment_streams(self, x, lcp, h, context: EfficiaContext, state: EfficiaLayerState | None):
+        """The streams (lcp, gmg, ccu) and their updates to x, for a call's tokens on the segment grid."""
+        docs, last_doc = context.docs, context.last_doc
         grid = make_grid(h, docs, self.segment, *((state.open_stream, state.open_docs) if state else (None, None)))
         if state is not None:
             state.open_stream, state.open_docs = carry_open_segment(grid, last_doc)
@@ -143,13 +192,25 @@ class EfficiaBlock(nn.Module):
             read, context.below = self.ccu(grid, context.below, last_doc, state.compression if state else None)
             streams.append(read)
             updates.append(read)
-        # The weights mix what each stream adds to x: mixing the streams themselves would scale
-        # the residual path by w_lcp + w_gmg < 1 in every block (see docs/architectures.md).
-        weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
-        if context.token_stats is not None:
-            context.fusion.append(weights.detach())
-        fused = x + sum(w[..., None] * u for w, u in zip(weights.unbind(-1), updates))
-        return fused + self.ffn(self.ffn_norm(fused))
+        return streams, updates
+
+    def segment_streams_rows(self, x, lcp, h, context: EfficiaContext, state: EfficiaLayerState):
+        """The same for one token per row at different positions: each token joins its row's open
+        segment buffer; the rows whose segment it closes summarise the buffer."""
+        doc = context.docs[:, 0]
+        state.write_open_rows(h[:, 0], doc, context.start)
+        segment = full_segment(state.open_stream, state.open_docs) if context.any_closing else None
+        streams, updates = [lcp], [lcp - x]
+        if self.gmg is not None:
+            gmg = self.gmg.step_rows(lcp, h, segment, context.closing, doc, state.memory)
+            streams.append(gmg)
+            updates.append(gmg - x)
+        if self.ccu is not None:
+            read, context.below = self.ccu.step_rows(segment, context.closing, doc, context.below, state.compression)
+            streams.append(read)
+            updates.append(read)
+        state.open_docs = state.open_docs - doc[:, None]  # rebased: the row's current document is 0
+        return streams, updates
 
 
 def mixer_parameters(d: int, memory: bool = True, compression: bool = True, conv_size: int = 4) -> int:
@@ -184,6 +245,7 @@ def _presets() -> dict[str, dict]:
 class EfficiaLM(CausalLM):
     lora_targets = ("qkv", "q", "kv")  # LCP's projections and GMG's query and key/value
     constant_state = True
+    mixed_positions = True
     def __init__(self, config: EfficiaConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(EfficiaBlock(config) for _ in range(config.n_layers))
@@ -219,7 +281,11 @@ class EfficiaLM(CausalLM):
 
     def new_context(self, input_ids: torch.Tensor, state: State | None) -> EfficiaContext:
         docs = self.documents(input_ids, state)
-        return EfficiaContext(start=self.start_position(state), docs=docs, last_doc=docs[:, -1])
+        context = EfficiaContext(start=self.start_position(state), docs=docs, last_doc=docs[:, -1])
+        if state is not None and state.per_row:  # which rows' tokens close a segment, read on the host
+            closing = (state.position + 1) % self.config.segment == 0
+            context.closing, context.any_closing = closing.to(input_ids.device), bool(closing.any())
+        return context
 
     def backbone(self, input_ids: torch.Tensor, state: State | None, context: EfficiaContext):
         x = self.run_blocks(self.embed(input_ids), context, state)

@@ -169,6 +169,24 @@ class MixerState(LayerState):
         self.bands = bands if self.bands is None else [torch.cat(p, -1) for p in zip(self.bands, bands)]
         return self.bands
 
+    def trim(self, longest: int) -> None:
+        self.bands = [band[..., -longest:] for band in self.bands]  # the left padding no row needs
+        if self.filters is not None:
+            self.filters = self.filters[..., :longest].clone()  # and the lags no row reaches
+
+    def join(self, other: "MixerState", aligned: bool) -> None:
+        # A row with a shorter history is padded with zeros on the left (before its first token):
+        # the causal convolution then sums zeros there, so each row still sees only its own past.
+        # No position is needed anywhere, so rows at different positions need nothing more.
+        length = max(self.bands[0].shape[-1], other.bands[0].shape[-1])
+        self.bands = [F.pad(band, (length - band.shape[-1], 0)) for band in self.bands]
+        other.bands = [F.pad(band, (length - band.shape[-1], 0)) for band in other.bands]
+        longer = max((f for f in (self.filters, other.filters) if f is not None), key=lambda f: f.shape[-1],
+                     default=None)
+        self.filters = other.filters = None
+        super().join(other, aligned)
+        self.filters = longer  # a cache of the (shared) filters' lags: keep the longer one
+
 
 class SpectralFFN(nn.Module):
     """(1 - alpha) W2 GELU(W1 x) + alpha irfft(W_f * rfft(x)) over the channels of each token."""
@@ -215,6 +233,7 @@ def _presets() -> dict[str, dict]:
           "harmonic embeddings + causal wavelet/FFT long-convolution mixing + frequency-domain FFN")
 class SpectralLM(CausalLM):
     lora_targets = ("inp",)
+    mixed_positions = True
     def __init__(self, config: SpectralConfig):
         super().__init__(config, token_table=config.embedding == "hybrid")
         # As the output weights (embedding="harmonic"), the low harmonics add up coherently over the

@@ -118,8 +118,8 @@ def _decay_matrix(size: int, log_decay: torch.Tensor, lag: int) -> torch.Tensor:
 
 
 def decay_weight_total(positions: torch.Tensor, log_decay: torch.Tensor) -> torch.Tensor:
-    """sum_{j<=p} w^(p-j) = (1 - w^(p+1)) / (1 - w) for absolute positions p [n] -> [n, D]."""
-    return torch.expm1((positions[:, None] + 1) * log_decay) / torch.expm1(log_decay)
+    """sum_{j<=p} w^(p-j) = (1 - w^(p+1)) / (1 - w) for absolute positions p [...] -> [..., D]."""
+    return torch.expm1((positions[..., None] + 1) * log_decay) / torch.expm1(log_decay)
 
 
 class SpikeDrivenBlock(nn.Module):
@@ -181,14 +181,18 @@ class SpikeDrivenBlock(nn.Module):
             state.tail = tail[:, :, -1:]
         return torch.cat([x[..., :-self.shifted], torch.cat([before, tail[:, :, :-1]], dim=2)], dim=-1)
 
-    def running_mean(self, kv: torch.Tensor, start: int, previous: torch.Tensor | None):
-        """Causal (decayed) mean of kv [T, B, n, D] over positions; also the running sum at the last one."""
-        positions = torch.arange(start, start + kv.shape[2], device=kv.device, dtype=kv.dtype)
+    def running_mean(self, kv: torch.Tensor, start: int | torch.Tensor, previous: torch.Tensor | None):
+        """Causal (decayed) mean of kv [T, B, n, D] over positions; also the running sum at the last one.
+        `start`: an int, or per-row starts [B] (positions [B, n] then normalise each row)."""
+        if isinstance(start, torch.Tensor):
+            positions = (start[:, None] + torch.arange(kv.shape[2], device=kv.device)).to(kv.dtype)
+        else:
+            positions = torch.arange(start, start + kv.shape[2], device=kv.device, dtype=kv.dtype)
         if self.decay is None:
             sums = torch.cumsum(kv, dim=2)  # binary kv: integer sums, exact in any chunking
             if previous is not None:
                 sums = sums + previous.unsqueeze(2)
-            return sums / (positions + 1)[:, None], sums[:, :, -1]
+            return sums / (positions + 1)[..., None], sums[:, :, -1]
         log_decay = -torch.exp(self.decay.to(kv.dtype))
         sums = decayed_sums(kv, log_decay, previous)
         return sums / decay_weight_total(positions, log_decay), sums[:, :, -1]
@@ -219,6 +223,7 @@ class KVSums(LayerState):
 class SpikeTransformerLM(CausalLM):
     lora_targets = ("q", "k", "v")
     constant_state = True  # per layer and timestep one (decayed) K*V sum and the shifted spikes of one token
+    mixed_positions = True
     def __init__(self, config: SpikeTransformerConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(SpikeDrivenBlock(config) for _ in range(config.n_layers))

@@ -144,6 +144,7 @@ class SpikeWalzeBlock(nn.Module):
 class SpikeWalzeLM(CausalLM):
     lora_targets = ("q", "kv")
     constant_state = True  # a roller buffer of max(taps) inputs and the last window-1 keys per layer
+    mixed_positions = True
     def __init__(self, config: SpikeWalzeConfig):
         super().__init__(config)
         self.blocks = nn.ModuleList(SpikeWalzeBlock(config, i) for i in range(config.n_layers))

@@ -80,6 +80,7 @@ class Block(nn.Module):
           "Llama-style dense decoder: GQA, RoPE, SwiGLU, RMSNorm (the baseline)")
 class TransformerLM(CausalLM):
     lora_targets = ("qkv",)
+    mixed_positions = True
 
     def __init__(self, config: TransformerConfig):
         super().__init__(config)
