@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+import lmzoo
 from lmzoo.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,8 @@ SUBSTITUTIONS = [
     (r"\.\./shared/data/wikitext-2-raw/wiki\.test\.raw", "wiki.test.raw",
      "WikiText-2 is not in the shared data: a small text of the same name"),
     (r"\.\./shared/data/tinyshakespeare\.txt", "tinyshakespeare.txt", "its first 20 kB"),
+    (r"lmzoo eval MODEL ", "lmzoo eval my-model ", "the placeholder: a saved nano model"),
+    (r"--limit \d+", "--limit 4", "a few documents per harness task"),
 ]
 
 # Extra flags per verb, added when the command does not give them: short evaluations and runs.
@@ -79,6 +82,33 @@ NOT_RUN = {
     "lmzoo data wiki-fetch": "needs the internet (Wikipedia's APIs): tests/test_wiki_fetch.py runs it against a "
                              "local server",
     "lmzoo data qa-pairs": "needs an LLM API: tests/test_qa_pairs.py runs it against a local fake provider",
+    "lmzoo serve": "a server runs until stopped: tests/test_serve.py starts `lmzoo serve` as a subprocess, "
+                   "talks to it and stops it",
+    "lmzoo --threads 2 serve": "as `lmzoo serve`",
+    "curl ": "a client of a running `lmzoo serve`: tests/test_serve.py sends the same requests",
+    "lmzoo arena": "trains every architecture for minutes: tests/test_arena.py runs the same verb small",
+    "lmzoo --threads 2 arena": "as `lmzoo arena`",
+    "time lmzoo": "times the arena's quick profile (minutes): tests/test_arena.py runs the arena small",
+    "python benchmarks/": "a benchmark (minutes to hours): each has a smoke test in tests/ (test_benchmarks.py, "
+                          "test_serve_load.py, test_hf.py)",
+    "python -c \"import lmzoo.hf": "loads an export in a fresh Python: tests/test_hf.py loads one in a subprocess",
+    "lmzoo eval my-model --harness hellaswag": "a hub task: needs the internet",
+    "lmzoo-torchrun ": "multi-process launch: tests/test_distributed.py runs it (two nodes on loopback; Ctrl-C "
+                       "through lmzoo-torchrun)",
+    "head=$(scontrol": "a SLURM batch script: no SLURM here (tests/test_distributed.py runs two nodes on loopback)",
+    "srun ": "as the SLURM script's first line",
+    "cat arenas/": "shows the arena's table, which is not made here: tests/test_arena.py checks results.md",
+    "lmzoo plot arenas/": "plots the runs of the arena above, which is not run here: tests/test_plots.py and "
+                          "tests/test_arena.py plot runs",
+}
+# Python blocks (by their first line) that cannot run here, and why.
+NOT_RUN_PYTHON = {
+    "from openai import OpenAI": "a client of a running `lmzoo serve`: tests/test_serve.py makes the same calls "
+                                 "with the openai client",
+    "import lmzoo.hf": "fragments of one workflow (`...train...`): tests/test_hf.py runs each step",
+    "tok = transformers": "as `import lmzoo.hf`",
+    "import peft": "as `import lmzoo.hf`",
+    "from lmzoo.hf.harness": "as `import lmzoo.hf`; tests/test_harness.py runs simple_evaluate on local tasks",
 }
 # Documents that take long (many trainings): `make test-all` runs them.
 SLOW_DOCUMENTS = {"README.md", "training.md", "data.md"}
@@ -155,6 +185,8 @@ def run_block(language: str, text: str, where: str, workspace: Path) -> None:
         runner.run(test, out=lambda s: None)
         assert runner.failures == 0, f"{where}: the doctest's output differs"
     elif language == "python":
+        if any(text.lstrip().startswith(start) for start in NOT_RUN_PYTHON):
+            return
         with contextlib.redirect_stdout(io.StringIO()):
             exec(compile(text, where, "exec"), {"__name__": "__docs__"})
     else:
@@ -193,6 +225,10 @@ def workspace(tmp_path_factory) -> Path:
     for name in ("qa.jsonl", "qa-test.jsonl"):
         (root / name).write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in qa), encoding="utf-8")
     (root / "blocklist.txt").write_text("Werbung\n", encoding="utf-8")
+    (root / "notes.txt").write_text(GERMAN * 3, encoding="utf-8")  # the harness's text task
+    choices = [{"question": f"Die Stadt liegt an der {i}", "choices": ["Spree", "Wolke"], "answer": 0} for i in range(6)]
+    (root / "questions.jsonl").write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in choices),
+                                          encoding="utf-8")
     from test_wiki_dump import full_dump
     for name in ("dewiki-latest-pages-articles.xml.bz2",):
         (root / name).write_bytes(bz2.compress(full_dump().encode("utf-8")))
@@ -201,13 +237,14 @@ def workspace(tmp_path_factory) -> Path:
     # The data and runs the documents use before (or without) making them: each can run alone.
     data = {"data/dewiki": root / "corpus", "data/shakespeare": root / "tinyshakespeare.txt"}
     runs = {"runs/x": ("transformer", "data/dewiki"), "runs/spectral": ("spectral-llm", "data/dewiki"),
-            "runs/shake": ("transformer", "data/shakespeare")}
+            "runs/shake": ("transformer", "data/shakespeare"), "runs/my-model": ("transformer", "data/shakespeare")}
     with contextlib.redirect_stdout(io.StringIO()):
         for out, source in data.items():
             assert main(["data", "prepare", str(source), "--out", str(root / out)]) == 0
         for out, (arch, dataset) in runs.items():
             assert main(["train", "--arch", arch, "--data", str(root / dataset), "--out", str(root / out),
                          *with_extra_flags(["train"])[1:]]) == 0
+    lmzoo.load(root / "runs/my-model").save_pretrained(root / "my-model")  # "a saved model"
     return root
 
 
@@ -221,6 +258,15 @@ def test_every_block_of_the_document_runs(document, workspace, monkeypatch):
     monkeypatch.chdir(workspace)
     for line, language, text in blocks(document):
         run_block(language, text, f"{document.name}:{line}", workspace)
+
+
+def test_every_fence_names_its_language():
+    """An unlabelled fence would escape this test: commands are ```bash, output and diagrams ```text."""
+    for document in DOCUMENTS:
+        lines = document.read_text(encoding="utf-8").split("\n")
+        fences = [number for number, line in enumerate(lines, 1) if line.startswith("```")]
+        for opening in fences[::2]:
+            assert lines[opening - 1] != "```", f"{document.name}:{opening}: ``` needs a language (bash, python, text...)"
 
 
 def test_every_documented_command_is_run_or_listed_with_a_reason():
