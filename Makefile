@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lmzoo demo
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py): most tests are small models
+# whose Python overhead one thread cannot hide, so the 2 cores are busier this way.
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-all: $(STAMP) browser
-	$(PY) -m pytest -q -m 'not gpu'
+	$(PY) -m pytest -q -n 2 -m 'not gpu'
 
 gpu-test: $(STAMP)
 	$(PY) -m pytest -q -m gpu

@@ -207,7 +207,8 @@ def test_save_pretrained_replaces_only_a_saved_model(run_dir, tmp_path):
     model.save_pretrained(ours, ByteTokenizer())
     (ours / "finetune.json").write_text("{}")  # what `lmzoo finetune` adds
     model.save_pretrained(ours)  # an earlier save is replaced whole
-    assert sorted(p.name for p in ours.iterdir()) == ["config.json", "model.safetensors"]
+    # replaced whole: finetune.json is gone (the tokenizer is create_model's default one)
+    assert sorted(p.name for p in ours.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
     (tmp_path / "empty").mkdir()
     model.save_pretrained(tmp_path / "empty")
     assert lmzoo.load(tmp_path / "empty").config.d_model == 32

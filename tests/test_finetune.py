@@ -455,4 +455,4 @@ def test_cli_errors(bases, qa_file, tmp_path, capsys):
                  "--lora-targets", "nothing"]) == 2
     assert "no Linear layer named ['nothing']" in capsys.readouterr().err
     assert main(["eval", str(bases / "transformer")]) == 2
-    assert "pass --data" in capsys.readouterr().err
+    assert "pass one of --data" in capsys.readouterr().err

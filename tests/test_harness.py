@@ -109,4 +109,6 @@ def test_bad_harness_options_are_one_line_errors(tmp_path, capsys, argv, message
 
 def test_a_model_without_tokenizer_is_refused():
     with pytest.raises(LmzooError, match="no tokenizer"):
-        harness.LmzooLM(model=lmzoo.create_model("transformer", "nano"))
+        model = lmzoo.create_model("transformer", "nano")
+        model.tokenizer = None  # create_model brings the bytes tokenizer
+        harness.LmzooLM(model=model)

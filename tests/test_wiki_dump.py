@@ -349,7 +349,7 @@ def test_bad_settings_and_missing_libraries(dump, tmp_path, monkeypatch):
 def test_cli_wiki_dump_then_prepare(dump, tmp_path, capsys):
     out, data = tmp_path / "wiki", tmp_path / "data"
     assert main(["data", "wiki-dump", str(dump), "--out", str(out), "--min-chars", "100", "--max-articles", "3"]) == 0
-    assert "rerun the same command" in capsys.readouterr().out
+    assert "rerun the command with a larger --max-articles or without it" in capsys.readouterr().out
     assert main(["data", "wiki-dump", str(dump), "--out", str(out), "--min-chars", "100"]) == 0
     printed = capsys.readouterr().out
     assert json.loads(printed[: printed.rindex("}") + 1])["articles"] == 8

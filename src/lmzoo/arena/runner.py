@@ -156,7 +156,7 @@ def _prepare_data(settings: ArenaSettings, out: Path, state: dict) -> None:
                          "test_dir": str((out / "test").resolve()) if settings.test else None,
                          "train_source": settings.data, "test_source": settings.test,
                          "split": "a prepared dataset's own split" if prepared else
-                                  f"non-standard: {VAL_FRACTION:.0%} of the text held out for val by lmzoo prepare"}
+                                  f"non-standard: {VAL_FRACTION:.0%} of the text held out for val by lmzoo data prepare"}
         _save(out, state)
     seq_len = settings.profile.seq_len
     for split, directory in (("train", state["data"]["dir"]), ("val", state["data"]["dir"]),

@@ -35,7 +35,7 @@ def register(verbs) -> None:
                          help="the 2-core CPU profile (default): nano models, short runs and probes")
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
                          help="the profile for real machines and GPUs: micro models, 8k contexts")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N or mps")
     p.add_argument("--dtype", default="auto", choices=DTYPES,
                    help="auto = bf16 autocast on CUDA, fp32 on CPU (default: auto)")
     p.add_argument("--out", required=True, help="arena directory (new or empty, or an earlier arena to resume)")

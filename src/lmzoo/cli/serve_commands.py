@@ -28,7 +28,7 @@ def register(verbs) -> None:
                    help="require `Authorization: Bearer KEY` on /v1 (default: $LMZOO_API_KEY; unset: no key)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N or mps")
     p.set_defaults(run=run_serve)
 
 
