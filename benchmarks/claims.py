@@ -386,7 +386,7 @@ CLAIMS = [
           "curriculum vs shuffled order at equal tokens -> val BPB", "python benchmarks/curriculum.py",
           "curriculum", judge_curriculum),
     Claim("S1", "Spike Transformer", "~70% fewer MAC operations",
-          "AC/MAC counts of every linear layer of a trained model on text vs the same network without spikes",
+          "AC/MAC counts of every matrix product of a trained model on text vs the same network without spikes",
           "python benchmarks/energy.py", "spike-transformer-energy", judge_operations),
     Claim("S2", "Spike Transformer", "spike rate ~0.3-0.4", "measured per-layer spike rates (trained model)",
           "python benchmarks/energy.py", "spike-transformer-energy", judge_spike_rate),
