@@ -13,7 +13,6 @@ from lmzoo.layers.linear_attention import (
 )
 from lmzoo.layers.reference import reference_linear_attention, reference_short_conv
 from lmzoo.layers.short_conv import ShortConv
-from lmzoo.models.efficia import mixer_parameters
 
 
 def qkv(length, heads=2, dim=8, seed=0):
@@ -144,16 +143,6 @@ def test_short_conv_gives_the_local_path_token_order():
         model = small(conv_size=conv_size, memory=False, compression=False, n_layers=1)
         a, b = model(ids).logits[0, 6], model(swapped).logits[0, 6]
         assert (not torch.allclose(a, b, atol=1e-6)) == sees_order
-
-
-def test_mixer_parameter_formula_matches_the_model():
-    for overrides in ({}, {"memory": False}, {"compression": False}, {"memory": False, "compression": False},
-                      {"conv_size": 0}, {"conv_size": 2, "memory": False}):
-        model = small(**overrides)
-        block = model.blocks[0]
-        counted = sum(p.numel() for p in block.parameters()) - sum(p.numel() for p in block.ffn.parameters())
-        assert counted == mixer_parameters(128, overrides.get("memory", True), overrides.get("compression", True),
-                                           overrides.get("conv_size", 4))
 
 
 def state_bytes(state) -> int:

@@ -3,6 +3,7 @@ import torch
 
 import lmzoo
 from lmzoo.errors import LmzooError
+from lmzoo.registry import make_config, matched_value
 from lmzoo.seed_api import ComplexityForCausalLM, create_complexity_model
 
 STANDARD_SIZES = ["nano", "micro", "tiny", "small", "base"]
@@ -26,6 +27,17 @@ def test_same_name_presets_are_parameter_matched(size):
     for arch in lmzoo.list_architectures():
         n = non_embedding_params(arch, size)
         assert abs(n - baseline) <= 0.15 * baseline, f"{arch}/{size}: {n} vs transformer {baseline}"
+
+
+MATCHED = ["spike-walze", "spike-transformer", "efficia-1", "spectral-llm"]
+
+
+@pytest.mark.parametrize("arch", MATCHED)
+def test_presets_take_the_measured_parameter_match(arch):
+    # A preset's d_ff is whatever the measuring helper picks; editing a width elsewhere in the
+    # model (or the transformer's table) without re-matching fails here.
+    for size in STANDARD_SIZES:
+        assert make_config(arch, size).d_ff == matched_value(arch, size), f"{arch}/{size}"
 
 
 def test_unknown_names_give_the_valid_choices():

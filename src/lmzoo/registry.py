@@ -12,7 +12,7 @@ from typing import Any, Callable
 from lmzoo.checkpoint import CONFIG_FILE, load_into_class, read_config_dict
 from lmzoo.config import ModelConfig, check_keys
 from lmzoo.errors import LmzooError
-from lmzoo.sizing import plan_model
+from lmzoo.sizing import meta_model, plan_model
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,31 @@ def create_model(arch: str, size: str = "nano", **overrides: Any):
     if config.vocab_size == ByteTokenizer().vocab_size:
         model.tokenizer = ByteTokenizer()
     return model
+
+
+def non_embedding_parameters(arch: str, size: str, **overrides: Any) -> int:
+    """Non-embedding parameters of `arch` at `size`, counted on a meta model (no memory)."""
+    config = make_config(arch, size, **overrides)
+    return meta_model(get_architecture(arch).model_cls, config).num_parameters(embedding=False)
+
+
+def matched_value(arch: str, size: str, field: str = "d_ff", multiple: int = 32,
+                  reference: str = "transformer") -> int:
+    """The value of `field` (a multiple of `multiple`) that brings `arch` at `size` closest to
+    `reference`'s non-embedding parameter count at `size`, measured on meta models.
+
+    The presets of every architecture come from this (tests/test_registry.py checks each one), so
+    same-name sizes compare at equal parameters without a hand-derived formula per model. The
+    count is affine in a width such as d_ff: two builds give the line, and the multiples around
+    its crossing are measured to pick the closest."""
+    target = non_embedding_parameters(reference, size)
+    low, high = (non_embedding_parameters(arch, size, **{field: v}) for v in (multiple, 2 * multiple))
+    slope = (high - low) / multiple
+    if slope <= 0:
+        raise LmzooError(f"{arch}: the parameter count does not grow with {field}; match another field")
+    k = max(1, round((target - low) / slope / multiple) + 1)
+    candidates = [m * multiple for m in range(max(1, k - 1), k + 2)]
+    return min(candidates, key=lambda v: abs(non_embedding_parameters(arch, size, **{field: v}) - target))
 
 
 def read_config(directory: str | Path) -> ModelConfig:

@@ -223,13 +223,13 @@ class SpectralBlock(nn.Module):
         return x + self.ffn(self.ffn_norm(x))
 
 
-def _presets() -> dict[str, dict]:
-    # Mixer 3 d^2 (+ filters), FFN 2 d d_ff: d_ff = 3/2 of the baseline's minus the filters' share.
-    return {name: {"d_model": d, "n_layers": n, "d_ff": (3 * ff) // 2 - 64}
-            for name, (d, n, _h, _kv, ff) in DENSE_SIZES.items()}
+# Same width and depth as `transformer`'s SIZES; d_ff is `lmzoo.registry.matched_value`'s pick, so a
+# preset holds the transformer's non-embedding parameters (tests/test_registry.py checks it).
+D_FF = {"nano": 448, "micro": 1024, "tiny": 1344, "small": 1984, "base": 2816}
+PRESETS = {name: {"d_model": d, "n_layers": n, "d_ff": D_FF[name]} for name, (d, n, *_) in DENSE_SIZES.items()}
 
 
-@register("spectral-llm", SpectralConfig, _presets(),
+@register("spectral-llm", SpectralConfig, PRESETS,
           "harmonic embeddings + causal wavelet/FFT long-convolution mixing + frequency-domain FFN")
 class SpectralLM(CausalLM):
     lora_targets = ("inp",)

@@ -43,11 +43,10 @@ SITES = {"input": 0.5, "q": 0.5, "k": 0.5, "v": 0.6, "attn": 0.5, "ffn_in": 0.6,
 ATTENTIONS = ("decay", "mean")
 
 
-def _presets() -> dict[str, dict]:
-    # Same width/depth as `transformer`; 4 d^2 attention + 2 d d_ff FFN per layer against its
-    # 3 d^2 + 3 d d_ff, so d_ff = (3 d_ff_dense - d) / 2 keeps the parameters matched.
-    return {name: {"d_model": d, "n_layers": n, "d_ff": (3 * ff - d) // 2}
-            for name, (d, n, _h, _kv, ff) in DENSE_SIZES.items()}
+# Same width and depth as `transformer`'s SIZES; d_ff is `lmzoo.registry.matched_value`'s pick, so a
+# preset holds the transformer's non-embedding parameters (tests/test_registry.py checks it).
+D_FF = {"nano": 512, "micro": 1024, "tiny": 1280, "small": 1856, "base": 2560}
+PRESETS = {name: {"d_model": d, "n_layers": n, "d_ff": D_FF[name]} for name, (d, n, *_) in DENSE_SIZES.items()}
 
 
 @dataclass
@@ -218,7 +217,7 @@ class KVSums(LayerState):
     batch_dims = {"sum": 1, "tail": 1}
 
 
-@register("spike-transformer", SpikeTransformerConfig, _presets(),
+@register("spike-transformer", SpikeTransformerConfig, PRESETS,
           "spiking transformer: LIF neurons over T timesteps, spike-driven linear attention, surrogate gradients")
 class SpikeTransformerLM(CausalLM):
     lora_targets = ("q", "k", "v")

@@ -29,15 +29,16 @@ from lmzoo.layers.state import LayerState
 from lmzoo.modeling import BlockContext, CausalLM, State
 from lmzoo.registry import register
 
-# Same d_model/layers/heads as `transformer`'s table; d_ff is cut to pay for the roller and the
-# gate (2.5 d^2 per layer), so the presets stay parameter-matched (tests/test_registry.py).
+# Same d_model/layers/heads as `transformer`'s table; d_ff, cut to pay for the roller and the gate
+# (2.5 d^2 per layer), is `lmzoo.registry.matched_value`'s pick, so a preset holds the transformer's
+# non-embedding parameters (tests/test_registry.py checks it).
 #        name      d_model layers heads kv  d_ff
 SIZES = {
     "nano": (128, 5, 4, 1, 288),
-    "micro": (256, 6, 4, 1, 576),
-    "tiny": (384, 10, 6, 1, 768),
-    "small": (512, 16, 8, 2, 1024),
-    "base": (768, 20, 12, 3, 1536),
+    "micro": (256, 6, 4, 1, 608),
+    "tiny": (384, 10, 6, 1, 736),
+    "small": (512, 16, 8, 2, 1056),
+    "base": (768, 20, 12, 3, 1440),
 }
 
 
