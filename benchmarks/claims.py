@@ -331,6 +331,32 @@ def judge_specialisation(curves: dict) -> tuple[str, str]:
     return figure, "partly (within 0.02 bits/byte)" if gap < 0 else "does not hold"
 
 
+def judge_qk_norm(data: dict) -> tuple[str, str]:
+    """Stabilises = fewer diverged runs, or clearly fewer loss spikes (at least 3 and half as many),
+    summed over the sweep; better = also the lower val bits/byte at the highest rate."""
+    rows = data["summary"]
+    total = {qk: (sum(r["spikes"] for r in rows if r["qk_norm"] == qk),
+                  sum(r["diverged"] for r in rows if r["qk_norm"] == qk)) for qk in (True, False)}
+    top = max(r["lr"] for r in rows)
+    at_top = {r["qk_norm"]: r["mean_val_bpb"] for r in rows if r["lr"] == top}
+    lrs = sorted({r["lr"] for r in rows})
+    figure = (f"over lr {lrs[0]:g}..{top:g} ({rows[0]['seeds']} seeds each): loss spikes with QK-norm "
+              f"{total[True][0]}, without {total[False][0]}; diverged runs {total[True][1]} vs {total[False][1]}; "
+              f"val bits/byte at lr {top:g}: " + " vs ".join(
+                  "-" if at_top.get(qk) is None else f"{at_top[qk]:.3f}" for qk in (True, False))
+              + f" (complexity/{'nano'}, {data['steps']} steps)")
+    if total[True] == total[False] == (0, 0):
+        return figure, "not shown: no run spiked or diverged at these rates, with or without QK-norm"
+    fewer_diverged = total[True][1] < total[False][1]
+    fewer_spikes = total[False][0] - total[True][0] >= 3 and 2 * total[True][0] <= total[False][0]
+    better_at_top = None not in (at_top.get(True), at_top.get(False)) and at_top[True] < at_top[False]
+    if (fewer_diverged or fewer_spikes) and better_at_top:
+        return figure, "holds"
+    if fewer_diverged or fewer_spikes or better_at_top:
+        return figure, "partly"
+    return figure, "does not hold"
+
+
 def judge_sdpa(data: dict) -> tuple[str, str]:
     rows = data["attention"]
     figure = "SDPA speed-up over explicit softmax attention: " + ", ".join(
@@ -442,8 +468,7 @@ CLAIMS = [
           "python benchmarks/complexity_claims.py --threads 1", "complexity-claims", judge_routed_mlp),
     Claim("C3", "Complexity", "QK-norm stabilises training",
           "loss spikes / divergence at high learning rates with and without QK-norm",
-          "(no benchmark yet)", unmeasured="not measured yet: needs training runs at several high learning rates, "
-          "with and without QK-norm; no script does this yet"),
+          "python benchmarks/qk_norm_sweep.py --threads 2", "qk-norm-sweep", judge_qk_norm),
     Claim("C4", "Complexity", "better perplexity through specialisation",
           "complexity vs transformer val bits/byte, equal params and steps (learning curves)",
           "python benchmarks/learning_curves.py --archs complexity transformer --seeds 0 --threads 1",

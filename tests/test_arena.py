@@ -151,6 +151,18 @@ def test_a_seconds_budget_becomes_steps_from_the_sweep_step_time():
     lr, steps, deadline, step_seconds = runner._final_plan(settings, "transformer", entries)
     assert (lr, steps) == (2e-3, 150) and step_seconds == pytest.approx(0.2)  # the median s/step of the rates
     assert deadline == pytest.approx(30.0 * runner.DEADLINE_SLACK)
+    for entry, steady in zip(entries.values(), (0.05, 0.1, 0.2)):  # measured past the warm-up: preferred
+        entry["steady_step_seconds"] = steady
+    assert runner._final_plan(settings, "transformer", entries)[1:4:2] == (300, pytest.approx(0.1))
+
+
+def test_the_steady_step_time_leaves_out_the_first_logged_interval(tmp_path):
+    rows = [{"type": "start", "step": 0}, *({"type": "train", "step": 3 * i, "tok_s": tok_s}
+                                             for i, tok_s in enumerate((1000.0, 4000.0, 5000.0, 6000.0), 1))]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert runner.steady_step_seconds(tmp_path, tokens_per_step=1000) == pytest.approx(1000 / 5000)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    assert runner.steady_step_seconds(tmp_path, tokens_per_step=1000) is None
 
 
 def test_fitted_exponent_and_spread():

@@ -102,7 +102,7 @@ def render_markdown(state: dict, rows: list[dict]) -> str:
 def _cost_table(rows: list[dict], p: dict) -> list[str]:
     contexts = p["contexts"]
     header = ["arch", *[f"decode tok/s @{c}" for c in contexts], f"TTFT @{contexts[0]} (ms)",
-              "train peak MB", "time exp.", "memory exp.", "longest L"]
+              "train peak MB", "time exp.", "activation exp.", "longest L"]
     lines = ["## Cost", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for r in rows:
         probe = r["probe"]
@@ -161,11 +161,11 @@ def write_plots(state: dict, out: Path, plot_dir: Path) -> list[str]:
         _finish(plt, fig, ax, x_label, "validation bits per byte", plot_dir / name)
         written.append(name)
     for name, field, label in (("seq_time.png", "seconds", "forward+backward seconds (batch 1)"),
-                               ("seq_memory.png", "increase_mb", "memory increase (MB)")):
+                               ("seq_memory.png", "activation_mb", "activations saved for backward (MB)")):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for arch in curves:
             points = (state["entries"].get(f"probe/{arch}", {}).get("probe") or {}).get("seq_sweep", {})
-            points = [p for p in points.get("points", []) if p[field] > 0]
+            points = [p for p in points.get("points", []) if p.get(field, 0) > 0]
             if points:
                 ax.plot([p["length"] for p in points], [p[field] for p in points], marker=".", label=arch)
         ax.set_xscale("log", base=2)

@@ -34,6 +34,7 @@ from lmzoo.errors import LmzooError
 from lmzoo.io import atomic_directory, holds_only, read_format_json, write_json_atomic, write_text_atomic
 from lmzoo.locking import output_lock
 from lmzoo.paths import check_output_dir
+from lmzoo.plots import read_metrics
 from lmzoo.training.config import TrainConfig
 
 ARENA_FILE, RESULTS_FILE = "arena.json", "results.md"
@@ -220,10 +221,19 @@ def _final_plan(settings: ArenaSettings, arch: str, entries: dict) -> tuple[floa
     lr = min(finite, key=lambda e: e["val"]["loss"])["lr"]
     if settings.budget_kind == "tokens":
         return lr, _token_steps(settings), None, None
-    # Seconds: the step time the sweep measured (training time only, median over the rates).
-    step_seconds = statistics.median(e["summary"]["train_seconds"] / e["summary"]["step"] for e in sweep)
+    # Seconds: the step time the sweep measured (training time only, past the warm-up; median over
+    # the rates). An arena written before the steady figure was recorded falls back to the mean.
+    step_seconds = statistics.median(e.get("steady_step_seconds") or e["summary"]["train_seconds"] / e["summary"]["step"]
+                                     for e in sweep)
     steps = max(1, math.floor(settings.budget / step_seconds))
     return lr, steps, settings.budget * DEADLINE_SLACK, step_seconds
+
+
+def steady_step_seconds(run_dir: Path, tokens_per_step: int) -> float | None:
+    """Median seconds per step over a run's logged intervals after the first (whose first steps pay
+    for allocation and warm-up: over a 12-step sweep that inflates the mean by up to a third)."""
+    rates = [row["tok_s"] for row in read_metrics(run_dir) if row.get("type") == "train" and row.get("tok_s")]
+    return tokens_per_step / statistics.median(rates[1:]) if len(rates) > 1 else None
 
 
 def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, steps: int, deadline: float | None,
@@ -234,10 +244,12 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
     p = settings.profile
     # A sweep run needs only its final val loss; a final run's evaluations are its curve's points.
     eval_interval = 0 if key.startswith("sweep/") else max(1, steps // p.evals)
+    # A sweep logs 4 times, so its step time can be read past the first interval's warm-up.
+    log_interval = max(1, steps // 4) if key.startswith("sweep/") else min(10, eval_interval)
     cfg = TrainConfig(arch=arch, size=p.size, data=state["data"]["dir"], out=str(out / run_dir), seq_len=p.seq_len,
                       batch_size=p.batch_size, max_steps=steps, lr=lr, warmup_steps=round(p.warmup_fraction * steps),
                       eval_interval=eval_interval, eval_batches=p.eval_batches,
-                      log_interval=min(10, eval_interval or steps), checkpoint_interval=0, keep_last=1,
+                      log_interval=log_interval, checkpoint_interval=0, keep_last=1,
                       device=settings.device, dtype=settings.dtype, seed=seed, threads=settings.threads)
     test = state["data"]["test_dir"]
     result = train_entry(cfg, deadline, TokenDataset(test, "val") if test and key.startswith("final/") else None)
@@ -252,6 +264,8 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
                     "summary": result.summary, "val": result.val, "test": result.test}
     _save(out, state)
     if key.startswith("sweep/"):  # only its curve and numbers are kept: the weights are 3x the model's size
+        entries[key]["steady_step_seconds"] = steady_step_seconds(out / run_dir, settings.tokens_per_step)
+        _save(out, state)
         shutil.rmtree(out / run_dir / "checkpoints", ignore_errors=True)
     guard = " (stopped by the time guard)" if result.summary["stopped_by_deadline"] else ""
     log(f"{bar.finish()} {key}: val bpb {result.val['bpb']:.3f} after {result.summary['step']} steps, "
