@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import common
@@ -58,8 +59,15 @@ def verdict_section(name: str, state: dict, results_md: str) -> str:
     return "\n".join([
         f"## Arena: {name} ({what})", "",
         f"Command: `python benchmarks/arena.py --threads 2 --only {name}`, i.e. `lmzoo --threads 2 arena {shown} "
-        f"--out benchmarks/arena/{name}` (run {state['started']} to {state['updated']}). Full report with the sweep table and "
+        f"--out benchmarks/arena/{name}` (run {state['started']} to {state['updated']}: "
+        f"{wall_minutes(state):.1f} minutes of wall-clock in one go). Full report with the sweep table and "
         f"plots: `benchmarks/arena/{name}/`.", "", body, ""])
+
+
+def wall_minutes(state: dict) -> float:
+    """Minutes from the arena's start to its last update (the whole run when it was not interrupted)."""
+    start, end = (datetime.strptime(state[k], "%Y-%m-%d %H:%M:%S UTC") for k in ("started", "updated"))
+    return (end - start).total_seconds() / 60
 
 
 def curves(out: Path, state: dict) -> dict[str, list[dict]]:
