@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import common
@@ -54,20 +54,19 @@ def run(name: str, threads: int | None) -> None:
 def verdict_section(name: str, state: dict, results_md: str) -> str:
     """The verdict and cost tables of results.md under a heading that names the arena and its command."""
     what, args = ARENAS[name]
-    shown = " ".join(common.repo_path(a) if isinstance(a, Path) else a for a in args)
+    shown = " ".join(os.path.relpath(a, common.ROOT) if isinstance(a, Path) else a for a in args)
     body = results_md.split("\n## Learning-rate sweep")[0].split("\n", 1)[1].strip()
     return "\n".join([
         f"## Arena: {name} ({what})", "",
         f"Command: `python benchmarks/arena.py --threads 2 --only {name}`, i.e. `lmzoo --threads 2 arena {shown} "
-        f"--out benchmarks/arena/{name}` (run {state['started']} to {state['updated']}: "
-        f"{wall_minutes(state):.1f} minutes of wall-clock in one go). Full report with the sweep table and "
-        f"plots: `benchmarks/arena/{name}/`.", "", body, ""])
+        f"--out benchmarks/arena/{name}` (started {state['started']}; {wall_clock(state)}). Full report with the "
+        f"sweep table and plots: `benchmarks/arena/{name}/`.", "", body, ""])
 
 
-def wall_minutes(state: dict) -> float:
-    """Minutes from the arena's start to its last update (the whole run when it was not interrupted)."""
-    start, end = (datetime.strptime(state[k], "%Y-%m-%d %H:%M:%S UTC") for k in ("started", "updated"))
-    return (end - start).total_seconds() / 60
+def wall_clock(state: dict) -> str:
+    if "wall_seconds" not in state:
+        return "its wall-clock was not recorded: the arena ran before lmzoo recorded it"
+    return f"{state['wall_seconds'] / 60:.1f} minutes of wall-clock for its sweeps, final runs and probes"
 
 
 def curves(out: Path, state: dict) -> dict[str, list[dict]]:

@@ -91,6 +91,10 @@ def test_a_rerun_skips_finished_entries_and_trains_only_what_is_missing(arena, m
     again = json.loads(path.read_text())["entries"]["final/complexity/seed1"]
     assert again["summary"]["step"] == 4  # resumed from its final checkpoint: no step re-trained
     assert again["val"]["bpb"] == pytest.approx(before["val"]["bpb"], rel=1e-6)  # the same weights
+    wall = json.loads(path.read_text())["wall_seconds"]
+    assert wall > state["wall_seconds"] > 0  # the invocation that trained an entry counts
+    assert main(argv) == 0
+    assert json.loads(path.read_text())["wall_seconds"] == wall  # one that only re-renders does not
 
 
 def test_other_settings_or_a_foreign_out_are_refused(arena, tmp_path, capsys):

@@ -51,6 +51,7 @@ def verdict(state: dict, out: Path) -> list[dict]:
             "val_ppl": spread([e["val"]["ppl"] for e in finals]),
             "train_tok_s": spread([e["summary"]["tokens"] / e["summary"]["train_seconds"] for e in finals
                                    if e["summary"]["train_seconds"] > 0]),
+            "train_seconds": [e["summary"]["train_seconds"] for e in finals],
             "steps": [e["summary"]["step"] for e in finals],
             "stopped_by_deadline": sum(bool(e["summary"].get("stopped_by_deadline")) for e in finals),
             "stats": {k: statistics.fmean(s[k] for s in stats if k in s) for k in sorted(set().union(*stats))},
@@ -85,8 +86,9 @@ def render_markdown(state: dict, rows: list[dict]) -> str:
              f"Data: train/val `{state['data']['train_source']}` ({state['data']['split']}); "
              f"test `{state['data']['test_source'] or 'none'}`.", "",
              "## Verdict (ranked by mean val BPB; ± is the standard deviation over seeds)", "",
-             "| rank | arch | lr | val BPB | test BPB | train tok/s | steps | non-emb params | train FLOPs/token |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| rank | arch | lr | val BPB | test BPB | train tok/s | steps | train s | non-emb params | "
+             "train FLOPs/token |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for rank, r in enumerate(rows, 1):
         probe = r["probe"] or {}
         params = probe.get("parameters", {}).get("non_embedding")
@@ -94,6 +96,7 @@ def render_markdown(state: dict, rows: list[dict]) -> str:
         deadline = f" ({r['stopped_by_deadline']} stopped by the time guard)" if r["stopped_by_deadline"] else ""
         lines.append(f"| {rank} | {r['arch']} | {r['lr']:g} | {_pm(r['val_bpb'])} | {_pm(r['test_bpb'])} | "
                      f"{_pm(r['train_tok_s'], 0)} | {'/'.join(map(str, r['steps']))}{deadline} | "
+                     f"{'/'.join(f'{t:.0f}' for t in r.get('train_seconds', []))} | "
                      f"{_num(params)} | {_num(flops, '.3g')} |")
     lines += ["", *_cost_table(rows, p), "", *_stats_table(rows), "", *_sweep_table(state)]
     return "\n".join(lines) + "\n"

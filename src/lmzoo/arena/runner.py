@@ -52,12 +52,18 @@ def run_arena(settings: ArenaSettings, out: str | os.PathLike, log: Callable[[st
         state = _open_state(out, settings)
         _prepare_data(settings, out, state)
         plan = [key for arch in settings.archs for key in _entry_keys(settings, arch)]
-        bar = Progress(len(plan), sum(k in state["entries"] for k in plan))
+        done_before, started = sum(k in state["entries"] for k in plan), time.perf_counter()
+        bar = Progress(len(plan), done_before)
         try:
             for arch in settings.archs:
                 _run_arch(settings, arch, out, state, bar, log)
         finally:
             bar.close()
+            # Wall-clock of the invocations that ran entries (a rerun that only re-renders adds
+            # nothing): what the arena cost on this machine, interruptions left out.
+            if sum(k in state["entries"] for k in plan) > done_before:
+                state["wall_seconds"] = state.get("wall_seconds", 0.0) + time.perf_counter() - started
+                _save(out, state)
         state["verdict"] = verdict(state, out)
         state["plots"] = _plots(state, out, log)
         _save(out, state)
