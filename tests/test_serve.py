@@ -280,3 +280,23 @@ def sse_chunks(url, body):
         data = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     return [json.loads(d) for d in data[:-1]]
+
+
+def test_rows_sampled_together_keep_their_own_filters_and_seeds():
+    from lmzoo.serving.engine import Job, Row, sample_rows
+    from lmzoo.serving.requests import Sampling
+
+    def row(seed=None, **sampling):
+        job = Job([1], Sampling(**{"max_tokens": 4, **sampling}), emit=lambda event: None)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return Row(job, TextStream(get_tokenizer("bytes"), []), generator, 1, 0.0)
+
+    logits = torch.randn(6, 259, generator=torch.Generator().manual_seed(0))
+    top = logits[:, :256].argmax(-1).tolist()
+    rows = [row(temperature=1.0, top_k=1), row(temperature=1.0, top_k=1), row(temperature=0.0),
+            row(temperature=1.0), row(seed=3, temperature=1.0), row(temperature=2.0, top_k=1)]
+    tokens = sample_rows(logits, rows, vocab=256)
+    assert [tokens[i] for i in (0, 1, 2, 5)] == [top[i] for i in (0, 1, 2, 5)]  # top-k 1 and greedy, per row
+    assert all(t < 256 for t in tokens)  # ids past the tokenizer's vocabulary are never drawn
+    alone = sample_rows(logits[4:5], [row(seed=3, temperature=1.0)], vocab=256)
+    assert tokens[4] == alone[0]  # a seeded row draws on its own: its batch-mates do not change it

@@ -94,9 +94,12 @@ class KVCache(LayerState):
 
     def join(self, other: "KVCache", aligned: bool) -> None:
         length = max(self.length, other.length)
+        # Keep the larger capacity: sized to `length` exactly, the next token would reallocate
+        # (and copy) the whole joined cache at once.
+        capacity = max(self.k.shape[2], other.k.shape[2])
         parts = []
         for mine, theirs in ((self.k, other.k), (self.v, other.v)):
-            joined = mine.new_zeros(mine.shape[0] + theirs.shape[0], mine.shape[1], length, mine.shape[3])
+            joined = mine.new_zeros(mine.shape[0] + theirs.shape[0], mine.shape[1], capacity, mine.shape[3])
             joined[: mine.shape[0], :, : self.length] = mine[:, :, : self.length]
             joined[mine.shape[0]:, :, : other.length] = theirs[:, :, : other.length]
             parts.append(joined)

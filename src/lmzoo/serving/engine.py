@@ -213,17 +213,25 @@ class Engine:
 
 
 def sample_rows(logits: torch.Tensor, rows: list[Row], vocab: int) -> list[int]:
-    """One token per row from logits [R, V]: greedy rows in one argmax, the others each with their
-    own temperature, top-k/top-p and generator. Ids the tokenizer cannot decode are never drawn."""
+    """One token per row from logits [R, V]: greedy rows in one argmax; sampled rows with the same
+    temperature, top-k and top-p in one draw, except a row with its own generator (a `seed`),
+    which draws alone so its tokens depend on nothing but its seed. Ids the tokenizer cannot
+    decode are never drawn."""
     logits = logits.float()
     if vocab < logits.shape[-1]:
         logits[:, vocab:] = float("-inf")
     tokens = logits.argmax(dim=-1)
+    groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(rows):
         s = row.job.sampling
         if s.temperature > 0:
-            scaled = filter_top_k_top_p(logits[i] / s.temperature, s.top_k, s.top_p)
-            tokens[i] = torch.multinomial(scaled.softmax(dim=-1), 1, generator=row.generator)[0]
+            key = (s.temperature, s.top_k, s.top_p) if row.generator is None else ("seeded", i)
+            groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        first = rows[members[0]]
+        s, index = first.job.sampling, torch.tensor(members)
+        scaled = filter_top_k_top_p(logits[index] / s.temperature, s.top_k, s.top_p)
+        tokens[index] = torch.multinomial(scaled.softmax(dim=-1), 1, generator=first.generator).squeeze(1)
     return tokens.tolist()
 
 
