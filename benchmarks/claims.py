@@ -360,6 +360,11 @@ def judge_qk_norm(data: dict) -> tuple[str, str]:
                   "-" if at_top.get(qk) is None else f"{at_top[qk]:.3f}" for qk in (True, False))
               + f" (complexity/{'nano'}, {data['steps']} steps)")
     if total[True] == total[False] == (0, 0):
+        gaps = [off["mean_val_bpb"] - on["mean_val_bpb"] for on, off in zip(rows[::2], rows[1::2])
+                if None not in (on["mean_val_bpb"], off["mean_val_bpb"])]
+        if gaps and min(gaps) > 0 and gaps[-1] > gaps[0]:
+            return figure, ("partly: no run spiked or diverged either way at these rates, but QK-norm reached the "
+                            "lower val loss at every rate, by more the higher the rate")
         return figure, "not shown: no run spiked or diverged at these rates, with or without QK-norm"
     fewer_diverged = total[True][1] < total[False][1]
     fewer_spikes = total[False][0] - total[True][0] >= 3 and 2 * total[True][0] <= total[False][0]

@@ -76,7 +76,7 @@ def now() -> str:
 
 def command_line() -> str:
     """How this run was started, as a command someone can paste."""
-    script = os.path.relpath(sys.argv[0], ROOT) if os.path.isabs(sys.argv[0]) else sys.argv[0]
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)  # the same from any working directory
     return shlex.join(["python", script, *sys.argv[1:]])
 
 
