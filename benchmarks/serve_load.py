@@ -6,7 +6,9 @@ for each client count N, N clients each send streaming completions back to back 
 (requests still running at T finish; nothing starts after). Every token arrives as its own chunk
 (`lmzoo_token_stats: true`), so inter-token latency is measured per token. Reported: requests/s,
 aggregate tokens/s, p50/p99 time to first token and inter-token latency, errors, and the server's
-RSS after warm-up, at the end, and its peak.
+RSS after warm-up, at the end, its peak, and its growth over each half of a run (sampled every
+second: growth that stops in the second half is allocator pools filling, growth that goes on is
+a leak).
 
     python benchmarks/serve_load.py                          # the goals in docs/benchmarks.md
     python benchmarks/serve_load.py --archs transformer --size nano --clients 4 --seconds 3 --no-write
@@ -94,6 +96,37 @@ def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
     return float("nan")
 
 
+class RssSampler:
+    """The server's RSS once a second while a load runs, to tell growth that levels off (allocator
+    pools filling up) from growth that goes on (a leak)."""
+
+    def __init__(self, pid: int, interval: float = 1.0):
+        self.pid, self.interval = pid, interval
+        self.trace: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.trace.append(round(rss_mb(self.pid), 1))
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def growth(self) -> dict:
+        """MB gained over the first and over the second half of the run."""
+        if len(self.trace) < 4:
+            return {"rss_growth_first_half_mb": None, "rss_growth_second_half_mb": None}
+        first, middle, last = self.trace[0], self.trace[len(self.trace) // 2], self.trace[-1]
+        return {"rss_growth_first_half_mb": round(middle - first, 1),
+                "rss_growth_second_half_mb": round(last - middle, 1)}
+
+
 async def one_request(client: httpx.AsyncClient, url: str, max_tokens: int) -> Request:
     body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 1.0, "stream": True,
             "lmzoo_token_stats": True}
@@ -169,9 +202,11 @@ def run_arch(model_dir: Path, settings: Settings, log=print) -> list[dict]:
             runs.append((settings.long_clients, settings.long_seconds))
         for clients, seconds in runs:
             rss_before = rss_mb(proc.pid)
-            results, elapsed = asyncio.run(load(url, clients, seconds, settings.max_tokens))
+            with RssSampler(proc.pid) as sampler:
+                results, elapsed = asyncio.run(load(url, clients, seconds, settings.max_tokens))
             row = {"clients": clients, **summarise(results, elapsed), "rss_before_mb": round(rss_before, 1),
-                   "rss_after_mb": round(rss_mb(proc.pid), 1), "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1)}
+                   "rss_after_mb": round(rss_mb(proc.pid), 1), "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1),
+                   "rss_trace_mb": sampler.trace, **sampler.growth()}
             log(json.dumps(row))
             rows.append(row)
     finally:
@@ -196,6 +231,11 @@ def run(settings: Settings, log=print) -> dict:
     return data
 
 
+def halves(row: dict) -> str:
+    first, second = row.get("rss_growth_first_half_mb"), row.get("rss_growth_second_half_mb")
+    return "-" if first is None else f"{first:+.0f} / {second:+.0f}"
+
+
 def render_markdown(data: dict) -> str:
     s = data["settings"]
     lines = [f"## Serving under load (`lmzoo serve`, {s['size'] if not s['model'] else s['model']}, "
@@ -211,12 +251,13 @@ def render_markdown(data: dict) -> str:
             ratio = f"{r['tokens_per_s'] / single:.2f}x" if single else "-"
             rows.append([arch, r["clients"], r["seconds"], r["requests_per_s"], r["tokens_per_s"], ratio,
                          r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"], r["errors"],
-                         f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} ({r['peak_rss_mb']:.0f})"])
+                         f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} ({r['peak_rss_mb']:.0f})",
+                         halves(r)])
             if r["clients"] == 8 and single:
                 speedups.append(f"{arch} {r['tokens_per_s'] / single:.2f}x")
     lines.append(common.markdown_table(
         ["arch", "clients", "s", "req/s", "tokens/s", "vs 1 client", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms",
-         "ITL p99 ms", "errors", "server RSS MB before → after (peak)"], rows))
+         "ITL p99 ms", "errors", "server RSS MB before → after (peak)", "RSS growth MB, 1st / 2nd half"], rows))
     if speedups:
         lines += ["", f"Goal: 8 clients ≥ 3x one client's tokens/s; measured: {', '.join(speedups)}."]
     return "\n".join(lines)

@@ -1,7 +1,9 @@
 """The load test of `lmzoo serve` (benchmarks/serve_load.py): a short run here, the 32 x 60 s one in test-all."""
 import asyncio
 import importlib
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,12 @@ def test_report_and_bounds(serve_load):
     with pytest.raises(SystemExit, match="durations"):
         serve_load.Settings(seconds=10_000)
     assert serve_load.percentile([3.0, 1.0, 2.0], 50) == 2.0 and serve_load.percentile([], 99) is None
+    with serve_load.RssSampler(os.getpid(), interval=0.02) as sampler:
+        time.sleep(0.3)
+    assert len(sampler.trace) >= 4 and all(mb > 0 for mb in sampler.trace)
+    growth = sampler.growth()
+    assert growth["rss_growth_first_half_mb"] + growth["rss_growth_second_half_mb"] == pytest.approx(
+        sampler.trace[-1] - sampler.trace[0], abs=0.2)
 
 
 @pytest.mark.slow
@@ -54,4 +62,5 @@ def test_thirty_two_clients_for_a_minute_without_errors_and_with_bounded_memory(
     single, crowd = data["archs"]["transformer"]
     assert crowd["clients"] == 32 and crowd["errors"] == 0 and crowd["requests"] >= 32
     assert crowd["rss_after_mb"] - crowd["rss_before_mb"] < 100  # no growth with the requests served
+    assert crowd["rss_growth_second_half_mb"] < 20  # and what growth there is levels off
     assert "| transformer | 32 |" in serve_load.render_markdown(data)
