@@ -98,13 +98,19 @@ def readme_section(name: str, state: dict) -> str:
         f"![val bits/byte against training time](benchmarks/arena/{name}/plots/bpb_vs_time.png)"])
 
 
+def without_machine_paths(record: dict) -> dict:
+    """Paths as a reader's checkout has them: relative to the repository (shared data as ../shared)."""
+    text = json.dumps(record).replace(json.dumps(str(common.ROOT) + "/")[1:-1], "")
+    return json.loads(text.replace(json.dumps(str(common.ROOT.parent) + "/")[1:-1], "../"))
+
+
 def publish(name: str) -> None:
     out = ARENA_DIR / name
     state = json.loads((out / "arena.json").read_text())
     state["curves"] = curves(out, state)
     section = verdict_section(name, state, (out / "results.md").read_text())
-    common.write_json(f"arena-{name}", "cpu", {"command": f"python benchmarks/arena.py --threads 2 --only {name}",
-                                               "date": state["updated"], **state})
+    record = {"command": f"python benchmarks/arena.py --threads 2 --only {name}", "date": state["updated"], **state}
+    common.write_json(f"arena-{name}", "cpu", without_machine_paths(record))
     common.update_doc_section(f"arena-{name}-cpu", section)
     if name == README_ARENA:
         common.update_doc_section("arena-readme", readme_section(name, state), doc_path=common.ROOT / "README.md")

@@ -89,11 +89,37 @@ def test_p3_steps_to_a_target_are_interpolated():
     curve = {"100": 3.0, "200": 2.0, "300": 1.5}
     assert claims.steps_to(curve, 2.5) == pytest.approx(150)
     assert claims.steps_to(curve, 3.5) == 100 and claims.steps_to(curve, 1.0) is None
-    curves = {"curves": [{"spec": "spectral-llm", "val_bpb": {"100": 2.2, "200": 1.8}},
-                         {"spec": "transformer", "val_bpb": {"100": 3.0, "200": 2.0}}]}
-    figure, verdict = claims.judge_convergence(curves)
-    assert verdict == "holds" and "spectral-llm 150" in figure  # reaches 2.0 at step 150, the transformer at 200
-    assert claims.judge_convergence({"curves": curves["curves"][1:]})[1].startswith(claims.NOT_RUN)
+
+    def run(seed, *points):
+        return {"seed": seed, "evals": [{"step": 100 * i, "val_bpb": b} for i, b in enumerate(points, 1)]}
+
+    arena = {"settings": {"profile": {"size": "nano"}},
+             "curves": {"spectral-llm": [run(0, 2.2, 1.8), run(1, 2.2, 1.9)],
+                        "transformer": [run(0, 3.0, 2.0), run(1, 3.0, 1.9)]}}
+    figure, verdict = claims.judge_convergence(arena)
+    # The target is the best every run reaches (2.0): spectral-llm at 150 and 167, the transformer at 200 and 191.
+    assert verdict == "holds" and "spectral-llm 150, 167" in figure and "transformer 200, 191" in figure
+    one_seed = {**arena, "curves": {k: v[:1] for k, v in arena["curves"].items()}}
+    assert claims.judge_convergence(one_seed)[1].startswith(claims.NOT_RUN)
+
+
+def test_c3_and_c4_verdicts_follow_their_rules():
+    def summary(on_spikes, off_spikes, on_bpb, off_bpb):
+        return {"steps": 200, "summary": [
+            {"lr": lr, "qk_norm": qk, "seeds": 2, "spikes": spikes, "diverged": 0, "mean_val_bpb": bpb}
+            for lr, a, b in ((0.01, on_bpb[0], off_bpb[0]), (0.1, on_bpb[1], off_bpb[1]))
+            for qk, spikes, bpb in ((True, on_spikes, a), (False, off_spikes, b))]}
+    assert claims.judge_qk_norm(summary(0, 6, (3.0, 3.1), (3.1, 3.5)))[1] == "holds"
+    assert claims.judge_qk_norm(summary(0, 0, (3.0, 3.1), (3.1, 3.5)))[1].startswith("partly")
+    assert claims.judge_qk_norm(summary(0, 0, (3.1, 3.5), (3.0, 3.1)))[1].startswith("not shown")
+
+    def arena(complexity, transformer):
+        return {"settings": {"profile": {"size": "nano"}},
+                "verdict": [{"arch": "complexity", "val_bpb": {"mean": complexity, "std": 0.01}},
+                            {"arch": "transformer", "val_bpb": {"mean": transformer, "std": 0.01}}]}
+    assert claims.judge_specialisation(arena(2.9, 3.0), arena(2.8, 3.0))[1] == "holds"
+    assert claims.judge_specialisation(arena(2.9, 3.0), arena(3.0, 3.0))[1].startswith("partly")
+    assert claims.judge_specialisation(arena(3.0, 3.0), arena(3.0, 2.9))[1].startswith("does not hold")
 
 
 def test_complexity_claim_parts():
