@@ -18,6 +18,7 @@ from pathlib import Path
 
 import common
 
+from lmzoo.arena.report import data_line
 from lmzoo.plots import read_metrics
 
 SHARED = common.ROOT.parent / "shared" / "data"
@@ -43,8 +44,14 @@ ARENAS = {
 }
 
 
+def cli_args(name: str) -> list[str]:
+    """The arena's `lmzoo arena` options, data paths relative to the repository (the directory the
+    arena runs in), so the recorded settings and results.md hold no path of this machine."""
+    return [os.path.relpath(a, common.ROOT) if isinstance(a, Path) else a for a in ARENAS[name][1]]
+
+
 def run(name: str, threads: int | None) -> None:
-    args = [str(a) for a in ARENAS[name][1]]
+    args = cli_args(name)
     thread_flag = ["--threads", str(threads)] if threads else []
     command = [sys.executable, "-m", "lmzoo.cli.main", *thread_flag, "arena", *args, "--out", str(ARENA_DIR / name)]
     print("running", " ".join(command[1:]), flush=True)
@@ -53,9 +60,11 @@ def run(name: str, threads: int | None) -> None:
 
 def verdict_section(name: str, state: dict, results_md: str) -> str:
     """The verdict and cost tables of results.md under a heading that names the arena and its command."""
-    what, args = ARENAS[name]
-    shown = " ".join(os.path.relpath(a, common.ROOT) if isinstance(a, Path) else a for a in args)
+    what = ARENAS[name][0]
+    shown = " ".join(cli_args(name))
     body = results_md.split("\n## Learning-rate sweep")[0].split("\n", 1)[1].strip()
+    # results.md names the data relative to its own folder; here, like the command, relative to the repository.
+    body = "\n".join(data_line(state, common.ROOT) if line.startswith("Data: ") else line for line in body.split("\n"))
     return "\n".join([
         f"## Arena: {name} ({what})", "",
         f"Command: `python benchmarks/arena.py --threads 2 --only {name}`, i.e. `lmzoo --threads 2 arena {shown} "

@@ -74,6 +74,9 @@ def test_the_verdict_ranks_by_mean_val_bpb_and_shows_the_spread(arena):
     table = (root / "out/results.md").read_text()
     first = state["verdict"][0]
     assert f"| 1 | {first['arch']} | {first['lr']:g} | {first['val_bpb']['mean']:.3f} ± " in table
+    # The data is named relative to results.md's folder: the report holds no path of this machine.
+    assert "Data: train/val `../train.txt` " in table and "test `../test.txt`" in table
+    assert str(root) not in table
 
 
 def test_a_rerun_skips_finished_entries_and_trains_only_what_is_missing(arena, monkeypatch):

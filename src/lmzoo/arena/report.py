@@ -3,6 +3,7 @@ byte), the markdown tables, and the PNG plots (val BPB against training seconds 
 band over the seeds; time and memory against sequence length)."""
 from __future__ import annotations
 
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,16 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def render_markdown(state: dict, rows: list[dict]) -> str:
+def data_line(state: dict, relative_to: Path) -> str:
+    """Where the text came from, paths relative to `relative_to` (arena.json keeps them absolute so a
+    resume works from any directory; a report that names this machine's paths does not travel)."""
+    def shown(path: str | None) -> str:
+        return "none" if path is None else os.path.relpath(path, relative_to)
+    data = state["data"]
+    return f"Data: train/val `{shown(data['train_source'])}` ({data['split']}); test `{shown(data['test_source'])}`."
+
+
+def render_markdown(state: dict, rows: list[dict], out: Path) -> str:
     s = state["settings"]
     p = s["profile"]
     machine = state["machine"]
@@ -83,8 +93,7 @@ def render_markdown(state: dict, rows: list[dict]) -> str:
              f"{s['seeds']} seed(s), byte-level bits per byte. Device: {machine['device']}"
              f"{' (' + machine['gpu'] + ')' if machine.get('gpu') else ''}; CPU {machine['cpu']}, "
              f"{machine['torch_threads']} torch threads; torch {machine['torch']}.",
-             f"Data: train/val `{state['data']['train_source']}` ({state['data']['split']}); "
-             f"test `{state['data']['test_source'] or 'none'}`.", "",
+             data_line(state, out), "",
              "## Verdict (ranked by mean val BPB; ± is the standard deviation over seeds)", "",
              "| rank | arch | lr | val BPB | test BPB | train tok/s | steps | train s | non-emb params | "
              "train FLOPs/token |",

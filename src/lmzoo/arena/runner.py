@@ -67,7 +67,7 @@ def run_arena(settings: ArenaSettings, out: str | os.PathLike, log: Callable[[st
         state["verdict"] = verdict(state, out)
         state["plots"] = _plots(state, out, log)
         _save(out, state)
-        write_text_atomic(out / RESULTS_FILE, render_markdown(state, state["verdict"]))
+        write_text_atomic(out / RESULTS_FILE, render_markdown(state, state["verdict"], out))
     return state
 
 
