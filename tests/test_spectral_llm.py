@@ -116,7 +116,7 @@ def test_the_seed_api_names():
 @pytest.mark.parametrize("split", [1, 5, 31])
 @pytest.mark.parametrize("grad", [True, False])
 def test_mixer_decoding_state_grows_by_the_chunk_and_matches_the_full_pass(split, grad):
-    """One-token steps take the direct dot-product path; without autograd the filters are cached."""
+    """One-token steps take the direct dot-product path; without autograd k's lags are cached."""
     torch.manual_seed(0)
     model = lmzoo.create_model("spectral-llm", "nano", embedding="harmonic").eval()
     ids = torch.randint(0, 259, (2, 40))
@@ -124,10 +124,116 @@ def test_mixer_decoding_state_grows_by_the_chunk_and_matches_the_full_pass(split
     state = model.init_state()
     with torch.set_grad_enabled(grad):
         first = model(ids[:, :split], state=state).logits
-        assert state.layers[0].bands[0].shape[-1] == split
+        assert state.layers[0].length == split
         rest = torch.cat([model(ids[:, t:t + 1], state=state).logits for t in range(split, 40)], 1)
     torch.testing.assert_close(torch.cat((first, rest), 1), full, atol=1e-4, rtol=1e-4)
-    cached = state.layers[0].filters
-    assert (cached is None) == grad
-    if not grad:
-        torch.testing.assert_close(cached, model.blocks[0].mixer.filters(40).detach(), atol=1e-6, rtol=1e-5)
+    layer = state.layers[0]
+    assert layer.length == 40 and layer.history.shape[:2] == (2, model.config.d_model)
+    if grad:
+        assert layer.kernel is None
+    else:  # capacity doubles: 40 tokens from a 1-token prefill hold 64 slots, from 31 tokens 62
+        assert layer.history.shape[-1] == {1: 64, 5: 40, 31: 62}[split]
+        assert layer.lags >= 40
+        want = model.blocks[0].mixer.combined_filter(layer.lags).detach()
+        torch.testing.assert_close(layer.kernel[:, -layer.lags:].flip(-1), want, atol=1e-6, rtol=1e-5)
+
+
+def mixer_and_input(dtype, d=8, n=70, levels=3, seed=0):
+    from lmzoo.models.spectral_llm import MultiResolutionMixer, SpectralConfig
+
+    torch.manual_seed(seed)
+    mixer = MultiResolutionMixer(SpectralConfig(vocab_size=16, d_model=d, n_layers=1, wavelet_levels=levels))
+    with torch.no_grad():
+        mixer.band_weight.copy_(torch.randn_like(mixer.band_weight))
+        mixer.filters.log_rate.add_(torch.randn_like(mixer.filters.log_rate))
+    mixer = mixer.to(dtype)
+    return mixer, torch.randn(3, n, d, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("levels", [3, 1])
+def test_combined_filter_equals_the_per_band_reference_with_gradients(dtype, levels):
+    """k * v with k = sum_b w_b (h_b * r_b) is the per-band sum exactly: outputs and every gradient."""
+    mixer, h = mixer_and_input(dtype, levels=levels)
+    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-9}
+
+    def run(fast):
+        mixer.zero_grad()
+        x = h.clone().requires_grad_()
+        if fast:
+            y = mixer(x, None)
+        else:
+            v, gate = mixer.inp(x).chunk(2, dim=-1)
+            y = mixer.out(torch.nn.functional.silu(gate) * mixer.reference(v.transpose(1, 2)).transpose(1, 2))
+        y.square().sum().backward()
+        return y.detach(), x.grad, {n: p.grad.clone() for n, p in mixer.named_parameters()}
+
+    (y, gx, grads), (y_ref, gx_ref, grads_ref) = run(True), run(False)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(gx, gx_ref, **tol)
+    assert grads.keys() == grads_ref.keys() and {"band_weight", "filters.log_rate"} <= grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], **tol, msg=name)
+
+
+def test_combined_filter_lags_computed_from_any_start_agree():
+    mixer, _ = mixer_and_input(torch.float64)
+    whole = mixer.combined_filter(120)
+    for start in (1, 30, 49, 50, 77):
+        torch.testing.assert_close(mixer.combined_filter(120, start), whole[:, start:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mixer_chunked_prefill_and_steps_equal_the_reference(dtype):
+    mixer, h = mixer_and_input(dtype)
+    with torch.no_grad():
+        v, gate = mixer.inp(h).chunk(2, dim=-1)
+        want = mixer.out(torch.nn.functional.silu(gate) * mixer.reference(v.transpose(1, 2)).transpose(1, 2))
+        from lmzoo.models.spectral_llm import MixerState
+
+        state = MixerState()
+        cuts = [0, 13, 14, 40, 41, 42, 70]
+        got = torch.cat([mixer(h[:, a:b], state) for a, b in zip(cuts, cuts[1:])], 1)
+    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got, want, **tol)
+
+
+def test_mixer_rows_at_different_positions_equal_each_alone():
+    """Rows joined at different positions (left zero padding), stepped together, then trimmed."""
+    from lmzoo.models.spectral_llm import MixerState
+
+    mixer, h = mixer_and_input(torch.float64)
+    with torch.no_grad():
+        alone = [mixer(h[i:i + 1], None) for i in range(3)]
+        starts = [60, 9, 30]
+        states = []
+        for i, s in enumerate(starts):
+            states.append(MixerState())
+            mixer(h[i:i + 1, :s], states[-1])
+        joined = states[0]
+        joined.join(states[1], aligned=False)
+        joined.join(states[2], aligned=False)
+        assert joined.length == 60 and joined.history.shape[0] == 3
+        for step in range(10):
+            x = torch.stack([h[i, starts[i] + step] for i in range(3)])[:, None]
+            y = mixer(x, joined)
+            for i in range(3):
+                torch.testing.assert_close(y[i, 0], alone[i][0, starts[i] + step])
+        joined.select(torch.tensor([2, 1]))  # the longest row leaves
+        joined.trim(40)
+        assert joined.length == 40 and joined.history.shape[-1] <= 80 and joined.kernel.shape[-1] <= 2 * 40 + 64
+        taken = joined.take(torch.tensor([1]))
+        y = mixer(h[1:2, 19:20], taken)
+        torch.testing.assert_close(y[0, 0], alone[1][0, 19])
+        y = mixer(torch.stack([h[2, 40], h[1, 19]])[:, None], joined)
+        torch.testing.assert_close(y[:, 0], torch.stack([alone[2][0, 40], alone[1][0, 19]]))
+
+
+def test_the_analyzer_records_band_energies_through_the_reference():
+    mixer, h = mixer_and_input(torch.float64)
+    mixer.record = []
+    with torch.no_grad():
+        recorded = mixer(h, None)
+        assert len(mixer.record) == 4
+        mixer.record = None
+        torch.testing.assert_close(mixer(h, None), recorded)

@@ -44,6 +44,17 @@ class CausalWaveletDecomposition(nn.Module):
         """Inputs before a chunk that level l needs to continue exactly: (K-1) 2^(l-1)."""
         return [(self.taps - 1) * 2 ** level for level in range(self.levels)]
 
+    def response_length(self) -> int:
+        """Taps of each band's impulse response: (K-1)(2^levels - 1) + 1."""
+        return sum(self.history_lengths()) + 1
+
+    def impulse_responses(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """[levels+1, response_length()]: band b of any x is exactly the causal convolution
+        g_b * x (the decomposition is linear, time-invariant and starts from zeros)."""
+        impulse = self.filters.new_zeros(1, 1, self.response_length(), dtype=dtype)
+        impulse[..., 0] = 1
+        return torch.cat(self(impulse), 1)[0]
+
     def forward(self, x: torch.Tensor, history: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """x [B, D, L] -> levels+1 bands [B, D, L]. `history[l]` (optional): the last inputs of level
         l before x ([B, D, history_lengths()[l]]); zeros (the sequence start) when None."""

@@ -5,14 +5,15 @@
     block (pre-norm):
       v, g = split(W_in norm(x))
       bands = causal undecimated db4 wavelet decomposition of v (3 levels -> 4 bands, each length L)
-      y = W_out( g * sum_b w_b (h_b * band_b) )        h_b: implicit long filter per band and channel,
-                                                       applied as a causal convolution through the FFT
+      y = W_out( g * sum_b w_b (h_b * band_b) )        h_b: implicit long filter per band and channel
+        = W_out( g * (k * v) ),  k = sum_b w_b (h_b * r_b)   r_b: band b's impulse response (exact);
+                                                       one causal convolution through the FFT
       x += y
       x += (1 - alpha) W2 GELU(W1 norm(x)) + alpha irfft(W_f * rfft(norm(x)))   (over channels, per token)
 
 No positional embedding: the long filters depend on the lag, which gives the mixer its sense of
-position. Decoding keeps each layer's band history; a one-token step is a dot product with the
-reversed filters (O(L) per token), a longer chunk a convolution through the FFT.
+position. Decoding keeps each layer's history of v and k's lags (reversed); a one-token step is one
+dot product per channel (O(L) per token), a longer chunk a convolution through the FFT.
 See docs/architectures.md for the deviations from the seed.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch import nn
 
 from lmzoo.config import ModelConfig
 from lmzoo.errors import LmzooError
-from lmzoo.layers.long_conv import causal_conv_last
+from lmzoo.layers.long_conv import causal_conv_last, fft_causal_conv
 from lmzoo.layers.norm import RMSNorm
 from lmzoo.layers.precision import upcast
 from lmzoo.layers.wavelet import CausalWaveletDecomposition
@@ -39,6 +40,7 @@ FILTER_FEATURES = 8     # sin/cos pairs of the lag fed to the implicit filter ML
 FILTER_HIDDEN = 64
 FILTER_HORIZON = 4096.0  # lag scale of the slowest positional feature
 EMBEDDINGS = ("hybrid", "harmonic")
+LAG_BLOCK = 64  # decoding computes the combined filter's lags this far ahead
 
 
 @dataclass
@@ -111,6 +113,13 @@ class ImplicitFilters(nn.Module):
 
 
 class MultiResolutionMixer(nn.Module):
+    """y = W_out(SiLU(g) * sum_b w_b (h_b * band_b)), band_b the b-th wavelet band of v.
+
+    The wavelet bands are fixed causal filters of v (band_b = r_b * v, r_b its impulse response,
+    50 taps for db4 at 3 levels), so the sum is one causal filter of v:
+        sum_b w_b (h_b * r_b * v) = k * v,    k = sum_b w_b (r_b * h_b)   (exact, per channel)
+    The fast path convolves v once with k; `reference` computes the bands one by one."""
+
     def __init__(self, config: SpectralConfig):
         super().__init__()
         d = config.d_model
@@ -124,68 +133,123 @@ class MultiResolutionMixer(nn.Module):
         self.out.residual_projection = True
         self.record: list[float] | None = None  # the analyzer sets a list to collect band energies
 
+    def combined_filter(self, length: int, start: int = 0) -> torch.Tensor:
+        """[D, length - start]: k at lags start .. length-1."""
+        taps = self.decompose.response_length()
+        first = max(0, start - (taps - 1))  # the filter lags that reach lag `start` through g
+        h = self.filters(length, first)                                           # [bands, D, n]
+        r = self.decompose.impulse_responses(h.dtype) * self.band_weight.to(h.dtype)[:, None]
+        h = F.pad(h.transpose(0, 1), (taps - 1 - (start - first), 0))             # zeros: lags < 0
+        return F.conv1d(h, r.flip(-1)[None])[:, 0]            # conv1d correlates: flip r to convolve
+
     def forward(self, h: torch.Tensor, state: MixerState | None) -> torch.Tensor:
         v, gate = self.inp(h).chunk(2, dim=-1)
         v = v.transpose(1, 2)                                                     # [B, D, n]
-        history = state.level_history(v, self.decompose.history_lengths()) if state is not None else None
-        bands, inputs = self.decompose.decompose(v, history)
         n = v.shape[-1]
-        if state is not None:
-            bands = state.extend(bands, inputs, self.decompose.history_lengths())
-        length = bands[0].shape[-1]
-        if state is not None and not torch.is_grad_enabled():
-            filters = state.cached_filters(self.filters, length)
+        if self.record is not None:
+            if state is not None:
+                raise ValueError("band energies are recorded on whole sequences only (no decoding state)")
+            mixed = self.reference(v)
+        elif state is None:
+            mixed = fft_causal_conv(v, self.combined_filter(n))
         else:
-            filters = self.filters(length)
-        outputs = [w * causal_conv_last(band, h, n) for w, band, h in zip(self.band_weight, bands, filters)]
+            history = state.append(v)                          # [B, D, t]: every row ends at t-1
+            if torch.is_grad_enabled():
+                mixed = causal_conv_last(history, self.combined_filter(history.shape[-1]), n)
+            else:
+                reversed_k = state.reversed_kernel(self, history.shape[-1])        # [D, t]
+                if n == 1:  # one dot product per channel (a batched matmul is far slower on CPU)
+                    mixed = torch.linalg.vecdot(history, reversed_k)[..., None]
+                else:
+                    mixed = fft_causal_conv(history, reversed_k.flip(-1))[..., -n:]
+        return self.out(F.silu(gate) * mixed.transpose(1, 2))
+
+    def reference(self, v: torch.Tensor) -> torch.Tensor:
+        """The defining per-band sum on a whole sequence v [B, D, n]; records each band's energy."""
+        n = v.shape[-1]
+        bands = self.decompose(v)
+        outputs = [w * fft_causal_conv(band, h) for w, band, h in zip(self.band_weight, bands, self.filters(n))]
         if self.record is not None:
             self.record.extend(float(o.square().mean()) for o in outputs)
-        return self.out(F.silu(gate) * sum(outputs).transpose(1, 2))
+        return sum(outputs)
 
 
 class MixerState(LayerState):
-    """One layer's decoding state: every past band value ([B, D, t] per band; the long filters
-    reach the start), the last inputs of each wavelet level, and (without autograd only) the
-    filters' lags computed so far ([bands, D, t], shared by every row)."""
+    """One layer's decoding state: v of every past token (k reaches the start) and k's lags.
 
-    batch_dims = {"bands": 0, "levels": 0, "filters": None}
+    `history` [B, D, capacity]: slots 0 .. length-1 in use, every row's latest token in slot
+    length-1 (a row with fewer tokens is zeros on the left, where the convolution then sums
+    zeros). `kernel` [D, capacity] (without autograd only; shared by every row): k reversed, the
+    last `lags` columns valid, lag t in column capacity-1-t, so the last t columns pair with the
+    first t history slots.
+    Both double when full, so a token costs amortised O(1) copying."""
 
-    def cached_filters(self, make: "ImplicitFilters", length: int) -> torch.Tensor:
-        """The filters up to `length`, computing only the lags not seen before."""
-        have = 0 if self.filters is None else self.filters.shape[-1]
-        if length > have:
-            new = make(length, start=have)
-            self.filters = new if self.filters is None else torch.cat((self.filters, new), -1)
-        return self.filters[..., :length]
+    batch_dims = {"history": 0, "kernel": None}
 
-    def level_history(self, v: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
-        if self.levels is None:
-            return [v.new_zeros(v.shape[0], v.shape[1], n) for n in lengths]
-        return self.levels
+    def __init__(self) -> None:
+        super().__init__()
+        self.length = 0  # history slots in use
+        self.lags = 0    # kernel lags computed
 
-    def extend(self, bands: list[torch.Tensor], inputs: list[torch.Tensor], lengths: list[int]) -> list[torch.Tensor]:
-        history = self.level_history(inputs[0], lengths)
-        self.levels = [torch.cat((old, new), -1)[..., -n:] for old, new, n in zip(history, inputs, lengths)]
-        self.bands = bands if self.bands is None else [torch.cat(p, -1) for p in zip(self.bands, bands)]
-        return self.bands
+    def append(self, v: torch.Tensor) -> torch.Tensor:
+        """Add a chunk v [B, D, n]; return the history in use, [B, D, length]."""
+        n, end = v.shape[-1], self.length + v.shape[-1]
+        if self.history is not None and torch.is_grad_enabled() and (v.requires_grad or self.history.requires_grad):
+            self.history = torch.cat((self.history[..., :self.length], v), -1)  # no in-place write into the graph
+        else:
+            if self.history is None or end > self.history.shape[-1]:
+                grown = v.new_empty(*v.shape[:-1], max(end, 0 if self.history is None else 2 * self.history.shape[-1]))
+                if self.history is not None:
+                    grown[..., :self.length] = self.history[..., :self.length]
+                self.history = grown
+            elif self.history.dtype != v.dtype:
+                self.history = self.history.to(v.dtype)
+            self.history[..., self.length:end] = v
+        self.length = end
+        return self.history[..., :end]
+
+    def reversed_kernel(self, mixer: MultiResolutionMixer, length: int) -> torch.Tensor:
+        """k's lags length-1 .. 0, [D, length]."""
+        if self.kernel is not None and self.kernel.dtype != self.history.dtype:
+            self.kernel = self.kernel.to(self.history.dtype)
+        if length > self.lags:
+            # Computed ahead in blocks (one filter-MLP call per LAG_BLOCK tokens, not per token),
+            # written in place at the front of the valid tail; the buffer doubles when full.
+            lags = length + LAG_BLOCK
+            new = mixer.combined_filter(lags, start=self.lags).to(self.history.dtype).flip(-1)
+            if self.kernel is None or lags > self.kernel.shape[-1]:
+                grown = new.new_empty(new.shape[0], max(lags, 0 if self.kernel is None else 2 * self.kernel.shape[-1]))
+                if self.lags:
+                    grown[:, grown.shape[-1] - self.lags:] = self.kernel[:, self.kernel.shape[-1] - self.lags:]
+                self.kernel = grown
+            capacity = self.kernel.shape[-1]
+            self.kernel[:, capacity - lags:capacity - self.lags] = new
+            self.lags = lags
+        return self.kernel[:, self.kernel.shape[-1] - length:]
 
     def trim(self, longest: int) -> None:
-        self.bands = [band[..., -longest:] for band in self.bands]  # the left padding no row needs
-        if self.filters is not None:
-            self.filters = self.filters[..., :longest].clone()  # and the lags no row reaches
+        # Drop the left padding no row needs; keep room to grow (as a KV cache does).
+        if self.length > longest or self.history.shape[-1] > 2 * longest:
+            kept = self.history[..., self.length - longest:self.length]
+            self.history = F.pad(kept, (0, longest))
+            self.length = longest
+        if self.kernel is not None and self.kernel.shape[-1] > 2 * longest + LAG_BLOCK:  # and the lags no row reaches soon
+            self.lags = min(self.lags, longest + LAG_BLOCK)
+            self.kernel = self.kernel[:, self.kernel.shape[-1] - self.lags:].clone()
 
     def join(self, other: "MixerState", aligned: bool) -> None:
-        # A row with a shorter history is padded with zeros on the left (before its first token):
-        # the causal convolution then sums zeros there, so each row still sees only its own past.
-        # No position is needed anywhere, so rows at different positions need nothing more.
-        length = max(self.bands[0].shape[-1], other.bands[0].shape[-1])
-        self.bands = [F.pad(band, (length - band.shape[-1], 0)) for band in self.bands]
-        other.bands = [F.pad(band, (length - band.shape[-1], 0)) for band in other.bands]
-        longer = max((f for f in (self.filters, other.filters) if f is not None), key=lambda f: f.shape[-1],
-                     default=None)
-        self.filters = other.filters = None
-        super().join(other, aligned)
-        self.filters = longer  # a cache of the (shared) filters' lags: keep the longer one
+        # Right-align both: rows with a shorter history get zeros on the left (before their first
+        # token). No position is needed anywhere, so rows at different positions need nothing more.
+        length = max(self.length, other.length)
+        capacity = max(self.history.shape[-1], other.history.shape[-1], length)
+        history = self.history.new_zeros(self.history.shape[0] + other.history.shape[0],
+                                         self.history.shape[1], capacity)
+        rows = self.history.shape[0]
+        history[:rows, :, length - self.length:length] = self.history[..., :self.length]
+        history[rows:, :, length - other.length:length] = other.history[..., :other.length]
+        self.history, self.length = history, length
+        if other.lags > self.lags:  # a cache of the (shared) filter's lags: keep the longer one
+            self.kernel, self.lags = other.kernel, other.lags
 
 
 class SpectralFFN(nn.Module):
