@@ -85,42 +85,76 @@ def reference_lif(lif: LIF, current: torch.Tensor) -> torch.Tensor:
 class LIFSequence(torch.autograd.Function):
     """All T steps of a LIF layer in one autograd node, with backpropagation through time written
     out: it computes exactly the gradients of `reference_lif` (the surrogate through the spike,
-    through the reset and into the threshold) while keeping only the spikes, the membrane
-    potentials and the clip mask per step instead of a graph of ~7 ops per step."""
+    through the reset and into the threshold). It keeps only the membrane before the clip per step
+    (the clipped membrane and the clip's gradient mask are recomputed from it) and the spikes, and
+    writes into preallocated [T, ...] buffers with fused/in-place ops: the layer is memory-bound,
+    so the number of passes over the [T, B, L, D] tensors is its cost. The forward's arithmetic is
+    op for op the reference's (beta * u, then + I), so spikes and membranes are bitwise equal."""
 
     @staticmethod
     def forward(ctx, current, threshold, beta, kind, scale, hard):
-        u = torch.zeros_like(current[0])
-        spikes, membranes = torch.empty_like(current), torch.empty_like(current)
-        inside = torch.empty(current.shape, dtype=torch.bool, device=current.device)
-        for t in range(current.shape[0]):  # the T timesteps; positions and channels are vectorised
-            a = beta * u + current[t]
-            inside[t] = (a >= -MEMBRANE_CLIP) & (a <= MEMBRANE_CLIP)  # where clamp passes gradients
+        steps = current.shape[0]
+        before_clip, spikes = torch.empty_like(current), torch.empty_like(current)
+        u = None
+        for t in range(steps):  # the T timesteps; positions and channels are vectorised
+            a = before_clip[t]
+            if u is None:
+                a.copy_(current[t])
+            else:
+                torch.mul(u, beta, out=a).add_(current[t])
             m = a.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
-            s = (m > threshold).to(current.dtype)
-            spikes[t], membranes[t] = s, m
-            u = m * (1 - s) if hard else m - threshold * s
-        ctx.save_for_backward(spikes, membranes, inside, threshold)
+            s = torch.gt(m, threshold, out=spikes[t])
+            if t + 1 < steps:  # the last step's reset is never read
+                u = m.mul_(1 - s) if hard else m.addcmul_(s, threshold, value=-1)
+        ctx.save_for_backward(before_clip, spikes, threshold)
         ctx.beta, ctx.kind, ctx.scale, ctx.hard = beta, kind, scale, hard
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        spikes, membranes, inside, threshold = ctx.saved_tensors
-        grad_current = torch.empty_like(grad_spikes)
+        before_clip, spikes, threshold = ctx.saved_tensors
+        beta, hard = ctx.beta, ctx.hard
+        want_threshold = ctx.needs_input_grad[1]
+        membranes = before_clip.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
+        inside = membranes == before_clip  # where clamp passes gradients (bounds included, as autograd's)
+        if hard:
+            slope = surrogate_derivative(membranes - threshold, ctx.kind, ctx.scale)
+        else:  # the membranes are needed no more: the slope is computed in their memory
+            slope = surrogate_slope_(membranes.sub_(threshold), ctx.kind, ctx.scale)
+        grad_current = torch.empty_like(before_clip)
         grad_threshold = torch.zeros_like(threshold)
-        du = torch.zeros_like(grad_spikes[0])  # gradient reaching u_t from step t+1
+        after = None  # gradient reaching u_t from step t+1 is beta * after (after: grad_current[t+1])
         for t in reversed(range(grad_spikes.shape[0])):
-            s, m = spikes[t], membranes[t]
-            slope = surrogate_derivative(m - threshold, ctx.kind, ctx.scale)
-            if ctx.hard:  # u = m (1 - s)
-                gs = grad_spikes[t] - du * m
-                gm = gs * slope + du * (1 - s)
-            else:         # u = m - theta s
-                gs = grad_spikes[t] - du * threshold
-                gm = gs * slope + du
-                grad_threshold -= (du * s).sum()
-            grad_threshold -= (gs * slope).sum()
-            grad_current[t] = gm * inside[t]
-            du = grad_current[t] * ctx.beta
+            s = spikes[t]
+            if after is None:
+                gs = grad_spikes[t]
+                gm = gs * slope[t]
+                if want_threshold:
+                    grad_threshold -= gm.sum()
+            elif hard:  # u = m (1 - s)
+                du = after * beta
+                gs = grad_spikes[t] - du * membranes[t]
+                gm = gs * slope[t]
+                if want_threshold:
+                    grad_threshold -= gm.sum()
+                gm.add_(du).addcmul_(du, s, value=-1)
+            else:       # u = m - theta s
+                gs = torch.addcmul(grad_spikes[t], after, threshold, value=-beta)
+                gm = gs.mul_(slope[t])
+                if want_threshold:
+                    grad_threshold -= gm.sum() + beta * (after * s).sum()
+                gm.add_(after, alpha=beta)
+            after = torch.mul(gm, inside[t], out=grad_current[t])
         return grad_current, grad_threshold, None, None, None, None
+
+
+def surrogate_slope_(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
+    """`surrogate_derivative(x)` computed in x's memory (x is overwritten), in few passes."""
+    if kind == "sigmoid":
+        sig = torch.sigmoid_(x.mul_(scale))
+        return sig.addcmul_(sig, sig, value=-1).mul_(scale)  # k sig (1 - sig)
+    if kind == "atan":
+        c = math.pi / 2 * scale
+        torch.addcmul(x.new_ones(()), x, x, value=c * c, out=x)  # 1 + (c x)^2
+        return torch.div(x.new_tensor(scale / 2), x, out=x)
+    raise ValueError(f"unknown surrogate '{kind}'; choose one of: {', '.join(SURROGATES)}")
