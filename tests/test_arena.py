@@ -156,11 +156,29 @@ def test_a_seconds_budget_becomes_steps_from_the_sweep_step_time():
                                                "summary": {"train_seconds": seconds, "step": 12}}
                for lr, loss, seconds in ((1e-3, 3.0, 1.2), (2e-3, 2.5, 2.4), (4e-3, float("nan"), 6.0))}
     lr, steps, deadline, step_seconds = runner._final_plan(settings, "transformer", entries)
-    assert (lr, steps) == (2e-3, 150) and step_seconds == pytest.approx(0.2)  # the median s/step of the rates
-    assert deadline == pytest.approx(30.0 * runner.DEADLINE_SLACK)
+    # the median s/step of the rates, with headroom: the clock, not the step count, ends the run
+    assert (lr, steps) == (2e-3, int(150 * runner.STEP_HEADROOM)) and step_seconds == pytest.approx(0.2)
+    assert deadline == pytest.approx(30.0)
     for entry, steady in zip(entries.values(), (0.05, 0.1, 0.2)):  # measured past the warm-up: preferred
         entry["steady_step_seconds"] = steady
-    assert runner._final_plan(settings, "transformer", entries)[1:4:2] == (300, pytest.approx(0.1))
+    assert runner._final_plan(settings, "transformer", entries)[1:4:2] == (int(300 * runner.STEP_HEADROOM),
+                                                                          pytest.approx(0.1))
+
+
+def test_a_seconds_budget_schedule_follows_the_clock(tmp_path, monkeypatch):
+    """Progress is max(step share, time share): a slow run still decays by its deadline."""
+    from lmzoo.arena.entries import ClockedPretraining
+    from lmzoo.training.config import TrainConfig
+    cfg = TrainConfig(arch="transformer", data=str(tmp_path), out=str(tmp_path / "run"), max_steps=100)
+    task = ClockedPretraining(cfg, budget_seconds=10.0)
+    seconds = {"now": 0.0}
+    monkeypatch.setattr(task, "train_seconds", lambda: seconds["now"])
+    assert task.schedule_step(20) == 20             # on plan: the step share leads
+    seconds["now"] = 5.0
+    assert task.schedule_step(20) == pytest.approx(50)  # slower than planned: half the time is half the schedule
+    seconds["now"] = 10.0
+    assert task.schedule_step(60) == pytest.approx(100)  # time is up: the schedule is at its end
+    assert ClockedPretraining(cfg).schedule_step(20) == 20  # no budget: steps only
 
 
 def test_the_steady_step_time_leaves_out_the_first_logged_interval(tmp_path):
@@ -199,12 +217,16 @@ def test_a_seconds_budget_run_stops_on_time(tmp_path):
     for arch in ARCHS:
         for seed in (0, 1):
             entry = state["entries"][f"final/{arch}/seed{seed}"]
-            assert entry["planned_steps"] == max(1, int(2 // entry["step_seconds_estimate"]))
-            assert entry["deadline_s"] == pytest.approx(2 * runner.DEADLINE_SLACK)
+            assert entry["planned_steps"] == max(1, int(2 / entry["step_seconds_estimate"] * runner.STEP_HEADROOM))
+            assert entry["deadline_s"] == pytest.approx(2) and entry["schedule"] == "clock"
             summary = entry["summary"]
-            # on time: within the guard plus the one step that was running when it fired
+            # on time: the budget plus the one step that was running when the clock ran out
             assert summary["train_seconds"] <= entry["deadline_s"] + 5 * entry["step_seconds_estimate"] + 1
             assert summary["stopped_by_deadline"] == (summary["step"] < entry["planned_steps"])
+            lrs = [json.loads(line).get("lr") for line in
+                   (tmp_path / "out" / entry["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+            lrs = [lr for lr in lrs if lr is not None]
+            assert lrs[-1] < 0.5 * max(lrs)  # the schedule decayed by the end, whichever share led
     assert "per run" in (tmp_path / "out/results.md").read_text()
 
 

@@ -1,5 +1,6 @@
 """One arena entry: an ordinary `lmzoo train` run (its own run directory, metrics.jsonl,
-checkpoints and resume), plus a training-time clock and, for a seconds budget, a deadline.
+checkpoints and resume), plus a training-time clock and, for a seconds budget, a clock-driven
+schedule and a deadline.
 
 The clock counts training time only (evaluations are left out: every architecture gets the same
 number of them, but they are not what the budget buys). It is saved in each checkpoint, so a
@@ -25,10 +26,13 @@ DEADLINE = "time budget reached"  # the stop reason the trainer prints when the 
 
 
 class ClockedPretraining(Pretraining):
-    """`lmzoo train`'s task, with the training seconds and tokens in every eval row."""
+    """`lmzoo train`'s task, with the training seconds and tokens in every eval row. Given a time
+    budget, the learning-rate schedule's progress is the larger of the step share and the time
+    share, so a run whose steps are slower than planned still decays by the end of its time."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, budget_seconds: float | None = None):
         super().__init__(cfg)
+        self.budget_seconds = budget_seconds
         self.seconds_before = 0.0  # training seconds of earlier attempts (from the checkpoint)
         self.eval_seconds = 0.0
         self.started = time.perf_counter()
@@ -41,6 +45,11 @@ class ClockedPretraining(Pretraining):
 
     def train_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started - self.eval_seconds
+
+    def schedule_step(self, step: int) -> float:
+        if self.budget_seconds is None:
+            return step
+        return max(step, self.cfg.max_steps * self.train_seconds() / self.budget_seconds)
 
     def evaluate(self, model, step, env, autocast_dtype):
         if self.device.type == "cuda":
@@ -86,8 +95,9 @@ class EntryResult:
 
 
 def train_entry(cfg: TrainConfig, deadline_s: float | None, test_data=None) -> EntryResult:
-    """Train (or resume) one entry; then val (and test) metrics of the final model."""
-    task = ClockedPretraining(cfg)
+    """Train (or resume) one entry; then val (and test) metrics of the final model. With a deadline
+    the schedule follows the clock too, and the run ends when its training time reaches it."""
+    task = ClockedPretraining(cfg, deadline_s)
     env = init_distributed(cfg.device)
     try:
         with output_lock(task.run_dir), Deadline(task, deadline_s) as stop:

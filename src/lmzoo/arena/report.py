@@ -54,7 +54,10 @@ def verdict(state: dict, out: Path) -> list[dict]:
                                    if e["summary"]["train_seconds"] > 0]),
             "train_seconds": [e["summary"]["train_seconds"] for e in finals],
             "steps": [e["summary"]["step"] for e in finals],
-            "stopped_by_deadline": sum(bool(e["summary"].get("stopped_by_deadline")) for e in finals),
+            # A clock-driven schedule has decayed when the clock ends the run; a step-planned one
+            # (arenas before the clock schedule) stopped by the guard had not.
+            "stopped_by_deadline": sum(bool(e["summary"].get("stopped_by_deadline")) and e.get("schedule") != "clock"
+                                       for e in finals),
             "stats": {k: statistics.fmean(s[k] for s in stats if k in s) for k in sorted(set().union(*stats))},
             "probe": probe,
         })
@@ -102,7 +105,7 @@ def render_markdown(state: dict, rows: list[dict], out: Path) -> str:
         probe = r["probe"] or {}
         params = probe.get("parameters", {}).get("non_embedding")
         flops = probe.get("flops_per_token", {}).get("train")
-        deadline = f" ({r['stopped_by_deadline']} stopped by the time guard)" if r["stopped_by_deadline"] else ""
+        deadline = f" ({r['stopped_by_deadline']} stopped by the time guard before its decay ended)" if r["stopped_by_deadline"] else ""
         lines.append(f"| {rank} | {r['arch']} | {r['lr']:g} | {_pm(r['val_bpb'])} | {_pm(r['test_bpb'])} | "
                      f"{_pm(r['train_tok_s'], 0)} | {'/'.join(map(str, r['steps']))}{deadline} | "
                      f"{'/'.join(f'{t:.0f}' for t in r.get('train_seconds', []))} | "

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from lmzoo.arena.entries import train_entry
 from lmzoo.arena.probes import run_probes
 from lmzoo.arena.report import PLOT_FILES, render_markdown, verdict, write_plots
-from lmzoo.arena.settings import DEADLINE_SLACK, ArenaSettings, check_settings
+from lmzoo.arena.settings import STEP_HEADROOM, ArenaSettings, check_settings
 from lmzoo.devices import resolve_device
 from lmzoo.errors import LmzooError
 from lmzoo.io import atomic_directory, holds_only, read_format_json, write_json_atomic, write_text_atomic
@@ -231,8 +231,8 @@ def _final_plan(settings: ArenaSettings, arch: str, entries: dict) -> tuple[floa
     # the rates). An arena written before the steady figure was recorded falls back to the mean.
     step_seconds = statistics.median(e.get("steady_step_seconds") or e["summary"]["train_seconds"] / e["summary"]["step"]
                                      for e in sweep)
-    steps = max(1, math.floor(settings.budget / step_seconds))
-    return lr, steps, settings.budget * DEADLINE_SLACK, step_seconds
+    steps = max(1, math.floor(settings.budget / step_seconds * STEP_HEADROOM))
+    return lr, steps, settings.budget, step_seconds
 
 
 def steady_step_seconds(run_dir: Path, tokens_per_step: int) -> float | None:
@@ -266,6 +266,7 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
     checkpoint = _relative(result.summary["final_checkpoint"], out) if key.startswith("final/") else None
     entries[key] = {"kind": key.split("/")[0], "arch": arch, "lr": lr, "seed": seed, "run_dir": run_dir,
                     "planned_steps": steps, "deadline_s": deadline, "step_seconds_estimate": step_seconds,
+                    "schedule": "clock" if deadline is not None else "steps",
                     "checkpoint": checkpoint,
                     "summary": result.summary, "val": result.val, "test": result.test}
     _save(out, state)
@@ -273,7 +274,7 @@ def _train(settings: ArenaSettings, key: str, arch: str, lr: float, seed: int, s
         entries[key]["steady_step_seconds"] = steady_step_seconds(out / run_dir, settings.tokens_per_step)
         _save(out, state)
         shutil.rmtree(out / run_dir / "checkpoints", ignore_errors=True)
-    guard = " (stopped by the time guard)" if result.summary["stopped_by_deadline"] else ""
+    guard = " (ended by the clock)" if result.summary["stopped_by_deadline"] else ""
     log(f"{bar.finish()} {key}: val bpb {result.val['bpb']:.3f} after {result.summary['step']} steps, "
         f"{result.summary['train_seconds']:.1f} s{guard}")
 

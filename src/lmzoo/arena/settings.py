@@ -17,9 +17,9 @@ from lmzoo.registry import list_architectures, list_sizes
 from lmzoo.training.config import MAX_STEP_TOKENS
 
 BUDGET_KINDS = ("tokens", "seconds")
-# The wall-clock guard ends a run that overruns its seconds budget by this factor (the step
-# estimate from the sweep was off); a run stopped by it is marked in the results.
-DEADLINE_SLACK = 1.15
+# A seconds-budget run plans this many times the steps its sweep's step time fits into the budget:
+# the clock then ends it (its schedule follows the clock), unless its steps run this much faster.
+STEP_HEADROOM = 1.15
 MAX_SEEDS = 16
 
 

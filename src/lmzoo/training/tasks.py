@@ -61,6 +61,11 @@ class Task:
     def before_step(self, step: int) -> None:
         """Called before drawing step `step`'s batch."""
 
+    def schedule_step(self, step: int) -> float:
+        """Where the learning-rate schedule stands for step `step` (a task with a time budget moves
+        it on by its clock, so the decay ends on time)."""
+        return step
+
     def after_eval(self, step: int, row: dict) -> None:
         """Called with each logged eval row."""
 

@@ -214,7 +214,8 @@ class Trainer:
         """Forward/backward over the micro-batches, clip, update. Returns device tensors (and the
         step's token count, known on the host)."""
         cfg, step = self.cfg, self.progress.step
-        set_lr(self.optimizer, self.schedule(step))
+        self.step_lr = self.schedule(self.task.schedule_step(step))
+        set_lr(self.optimizer, self.step_lr)
         self.task.before_step(step)
         micro_batches, tokens = self.task.batch(step, self.env)
         n = len(micro_batches)
@@ -293,7 +294,7 @@ class Trainer:
         self._clock, self._tokens_at_clock = now, progress.tokens
         progress.skipped_steps += read["skipped"]
         row = {"type": "train", "step": progress.step, "loss": read["loss"],
-               "lr": self.schedule(progress.step - 1), "tokens": progress.tokens, "tok_s": tok_s,
+               "lr": self.step_lr, "tokens": progress.tokens, "tok_s": tok_s,
                "grad_norm": read["grad_norm"], "skipped_steps": progress.skipped_steps,
                **{name: float(value) for name, value in stats.items()}, **self.task.row(progress.step - 1)}
         metrics.log(row)
