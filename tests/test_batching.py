@@ -39,15 +39,19 @@ def test_rows_joining_at_different_steps_match_each_row_alone(arch, overrides):
     torch.manual_seed(0)
     model = lmzoo.create_model(arch, "nano", **overrides).eval()
     g = torch.Generator().manual_seed(1)
-    prompts = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist() for n in (9, 3, 14)]
-    join_at = [0, 2, 5]  # the step at which each row joins
+    prompts = [torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist() for n in (9, 3, 14, 3, 6)]
+    join_at = [0, 2, 5, 2, 2]  # the step at which each row joins (three at step 2, two of one length)
     decoder = BatchDecoder(model)
     calls = count_forwards(model)
     handles, fed, logits = {}, {}, {}
     for step in range(9):
-        for row, start in enumerate(join_at):
-            if start == step:
-                handle, out = decoder.add(prompts[row])
+        joining = [row for row, start in enumerate(join_at) if start == step]
+        if joining:
+            before = len(calls)
+            added = decoder.add_many([prompts[row] for row in joining])
+            lengths = {len(prompts[row]) for row in joining}
+            assert len(calls) - before == (len(lengths) if model.mixed_positions else len(joining))
+            for row, (handle, out) in zip(joining, added):
                 handles[row], fed[row], logits[row] = handle, [], [out.logits]
         if step == 6:  # a row leaves mid-stream; the others go on
             decoder.remove(handles.pop(0))
@@ -59,7 +63,7 @@ def test_rows_joining_at_different_steps_match_each_row_alone(arch, overrides):
             fed[row].append(tokens[handle])
             logits[row].append(outs[handle].logits)
     assert_each_row_matches_alone(model, prompts, fed, logits)
-    assert decoder.active == [handles[1], handles[2]]
+    assert decoder.active == sorted(handles.values())
     assert decoder.position(handles[2]) == len(prompts[2]) + len(fed[2])
 
 

@@ -88,24 +88,37 @@ class BatchDecoder:
         """Bytes of decoding state held for all rows."""
         return sum(state.nbytes() for _, state in self._groups)
 
-    @torch.no_grad()
     def add(self, prompt_ids: Sequence[int] | torch.Tensor) -> tuple[int, RowOutput]:
         """Prefill a prompt (at least one token) as a new row; return its handle and next-token output."""
-        ids = torch.as_tensor(prompt_ids, dtype=torch.long).reshape(1, -1)
-        if ids.shape[1] == 0:
+        return self.add_many([prompt_ids])[0]
+
+    @torch.no_grad()
+    def add_many(self, prompts: Sequence[Sequence[int] | torch.Tensor]) -> list[tuple[int, RowOutput]]:
+        """Prefill several prompts as new rows, those of one length in one call (a server admitting
+        the requests that arrived during a step pays one prefill per prompt length, not per prompt).
+        Returns (handle, next-token output) per prompt, in the order given."""
+        ids = [torch.as_tensor(p, dtype=torch.long).reshape(-1) for p in prompts]
+        if any(len(i) == 0 for i in ids):
             raise LmzooError("a prompt needs at least one token; start empty prompts with the tokenizer's eos id")
-        if self.max_rows is not None and len(self.active) >= self.max_rows:
+        if self.max_rows is not None and len(self.active) + len(ids) > self.max_rows:
             raise LmzooError(f"the batch is full ({self.max_rows} rows); remove a row first")
-        state = self.model.init_state()
-        output = self._forward(ids, state)[0]
-        handle = self._next_handle
-        self._next_handle += 1
-        if self._groups and self.model.mixed_positions:
-            handles, batch = self._groups[0]
-            self._groups[0] = (handles + [handle], batch.join(state))
-        else:
-            self._groups.append(([handle], state))
-        return handle, output
+        handles = list(range(self._next_handle, self._next_handle + len(ids)))
+        self._next_handle += len(ids)
+        # Rows that may join one batch are prefilled a length at a time; otherwise each on its own.
+        by_length: dict[object, list[int]] = {}
+        for i, prompt in enumerate(ids):
+            by_length.setdefault(len(prompt) if self.model.mixed_positions else i, []).append(i)
+        outputs: dict[int, RowOutput] = {}
+        for rows in by_length.values():
+            state = self.model.init_state()
+            outputs.update(zip(rows, self._forward(torch.stack([ids[i] for i in rows]), state)))
+            new = [handles[i] for i in rows]
+            if self._groups and self.model.mixed_positions:
+                group, batch = self._groups[0]
+                self._groups[0] = (group + new, batch.join(state))
+            else:
+                self._groups.append((new, state))
+        return [(handles[i], outputs[i]) for i in range(len(ids))]
 
     @torch.no_grad()
     def step(self, tokens: Mapping[int, int]) -> dict[int, RowOutput]:

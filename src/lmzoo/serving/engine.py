@@ -2,8 +2,8 @@
 
 Request handlers `submit` a `Job` and read its events; the engine thread owns the model and
 the `BatchDecoder`. Each turn of its loop drops cancelled requests (a client that went away
-frees its row before the next step), admits waiting requests into free rows (each prefilled on
-its own), then feeds every row its last sampled token in one `step` and samples the next one per
+frees its row before the next step), admits waiting requests into free rows (prefilled together,
+one call per prompt length, then joined to the batch), then feeds every row its last sampled token in one `step` and samples the next one per
 row, with that request's own parameters (and generator, for a `seed`).
 """
 from __future__ import annotations
@@ -127,8 +127,8 @@ class Engine:
                 if self._stopping:
                     return
                 admitted = self._take_waiting()
-            for job in admitted:
-                self._guarded(self._admit, job)
+            if admitted:
+                self._guarded(lambda: self._admit(admitted), admitted)
             if self._rows:
                 self._guarded(self._step)
             self.metrics.observe_load(len(self._rows), len(self._waiting), self.decoder.nbytes())
@@ -145,26 +145,29 @@ class Engine:
             admitted.append(self._waiting.popleft())
         return admitted
 
-    def _guarded(self, work, *args) -> None:
+    def _guarded(self, work: Callable[[], None], admitting: list[Job] = ()) -> None:
         """Run `work`; if the model fails, fail every affected request (the server stays up)."""
         try:
-            work(*args)
+            work()
         except Exception as err:  # noqa: BLE001 - one bad request must not stop the server
             log.exception("decoding failed")
-            jobs = {id(job): job for job in [*(row.job for row in self._rows.values()), *args]}
+            jobs = {id(job): job for job in [*(row.job for row in self._rows.values()), *admitting]}
             for handle in list(self._rows):
                 self._remove(handle)
             for job in jobs.values():
                 job.emit(Failed(f"decoding failed: {type(err).__name__}: {err}"))
 
-    def _admit(self, job: Job) -> None:
-        handle, out = self.decoder.add(job.prompt_ids)
-        self.metrics.prompt_tokens.inc(len(job.prompt_ids))
-        seed = job.sampling.seed
-        generator = torch.Generator(device=self.model.device).manual_seed(seed) if seed is not None else None
-        self._rows[handle] = Row(job, TextStream(self.tokenizer, job.sampling.stop), generator,
-                                 job.prompt_ids[-1], job.submitted)
-        self._advance({handle: out})
+    def _admit(self, jobs: list[Job]) -> None:
+        """Prefill the requests that arrived during the last step together (one call per prompt length)."""
+        outputs = {}
+        for job, (handle, out) in zip(jobs, self.decoder.add_many([job.prompt_ids for job in jobs])):
+            self.metrics.prompt_tokens.inc(len(job.prompt_ids))
+            seed = job.sampling.seed
+            generator = torch.Generator(device=self.model.device).manual_seed(seed) if seed is not None else None
+            self._rows[handle] = Row(job, TextStream(self.tokenizer, job.sampling.stop), generator,
+                                     job.prompt_ids[-1], job.submitted)
+            outputs[handle] = out
+        self._advance(outputs)
 
     def _step(self) -> None:
         outputs = self.decoder.step({h: row.pending for h, row in self._rows.items()})
