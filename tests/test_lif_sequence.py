@@ -19,11 +19,15 @@ def test_in_place_surrogate_slope_equals_the_derivative(kind, scale):
 @pytest.mark.parametrize("surrogate", ["sigmoid", "atan"])
 @pytest.mark.parametrize("learn", [False, True])
 @pytest.mark.parametrize("steps", [1, 4])
-def test_fused_lif_equals_the_reference_in_every_setting(reset, surrogate, learn, steps):
+@pytest.mark.parametrize("clip", [False, True])
+def test_fused_lif_equals_the_reference_in_every_setting(reset, surrogate, learn, steps, clip):
     torch.manual_seed(0)
     lif = LIF(0.5, beta=0.9, surrogate=surrogate, reset=reset, learn_threshold=learn).double()
-    current = torch.randn(steps, 3, 7, 5, dtype=torch.float64) * 3
-    current[0, 0, :4, 0] = torch.tensor([MEMBRANE_CLIP, -MEMBRANE_CLIP, 0.5, 9.0])  # on the clip, at theta, past it
+    current = torch.randn(steps, 3, 7, 5, dtype=torch.float64).clamp(-2, 2)  # never reaches the clip
+    current[0, 0, :2, 0] = torch.tensor([0.5, MEMBRANE_CLIP])  # at theta; on the clip (gradient passes)
+    if clip:
+        current = current * 3
+        current[0, 0, :4, 0] = torch.tensor([MEMBRANE_CLIP, -MEMBRANE_CLIP, 0.5, 9.0])  # on the clip, at theta, past it
     current.requires_grad_()
     weights = torch.randn_like(current)
     inputs = [current, *lif.parameters()]

@@ -115,36 +115,46 @@ class LIFSequence(torch.autograd.Function):
         before_clip, spikes, threshold = ctx.saved_tensors
         beta, hard = ctx.beta, ctx.hard
         want_threshold = ctx.needs_input_grad[1]
-        membranes = before_clip.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
-        inside = membranes == before_clip  # where clamp passes gradients (bounds included, as autograd's)
+        # The clip rarely acts: on CPU one min/max pass tells, and spares the clamp and the mask. (Not on
+        # accelerators, where reading the answer would wait for the device.)
+        clipped = True
+        if before_clip.device.type == "cpu":
+            low, high = torch.aminmax(before_clip)
+            clipped = bool(low < -MEMBRANE_CLIP) or bool(high > MEMBRANE_CLIP)
+        membranes, outside = before_clip, None
+        if clipped:
+            membranes = before_clip.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
+            outside = membranes != before_clip  # where clamp blocks gradients (bounds pass, as in autograd)
         if hard:
             slope = surrogate_derivative(membranes - threshold, ctx.kind, ctx.scale)
-        else:  # the membranes are needed no more: the slope is computed in their memory
-            slope = surrogate_slope_(membranes.sub_(threshold), ctx.kind, ctx.scale)
+        else:  # the membranes are needed no more: the slope may take their memory
+            x = membranes.sub_(threshold) if clipped else membranes - threshold
+            slope = surrogate_slope_(x, ctx.kind, ctx.scale)
         grad_current = torch.empty_like(before_clip)
         grad_threshold = torch.zeros_like(threshold)
-        after = None  # gradient reaching u_t from step t+1 is beta * after (after: grad_current[t+1])
+        after = None  # grad_current[t + 1]: the gradient reaching u_t is beta * after
         for t in reversed(range(grad_spikes.shape[0])):
-            s = spikes[t]
+            gm = grad_current[t]  # gradient of the clipped membrane m_t, then of the current I_t
             if after is None:
-                gs = grad_spikes[t]
-                gm = gs * slope[t]
+                torch.mul(grad_spikes[t], slope[t], out=gm)
                 if want_threshold:
                     grad_threshold -= gm.sum()
             elif hard:  # u = m (1 - s)
                 du = after * beta
                 gs = grad_spikes[t] - du * membranes[t]
-                gm = gs * slope[t]
+                torch.mul(gs, slope[t], out=gm)
                 if want_threshold:
                     grad_threshold -= gm.sum()
-                gm.add_(du).addcmul_(du, s, value=-1)
+                gm.add_(du).addcmul_(du, spikes[t], value=-1)
             else:       # u = m - theta s
                 gs = torch.addcmul(grad_spikes[t], after, threshold, value=-beta)
-                gm = gs.mul_(slope[t])
+                torch.mul(gs, slope[t], out=gm)
                 if want_threshold:
-                    grad_threshold -= gm.sum() + beta * (after * s).sum()
+                    grad_threshold -= gm.sum() + beta * (after * spikes[t]).sum()
                 gm.add_(after, alpha=beta)
-            after = torch.mul(gm, inside[t], out=grad_current[t])
+            if outside is not None:
+                gm.masked_fill_(outside[t], 0.0)
+            after = gm
         return grad_current, grad_threshold, None, None, None, None
 
 

@@ -98,15 +98,23 @@ def decayed_sums(x: torch.Tensor, log_decay: torch.Tensor, initial: torch.Tensor
     c = max(1, math.isqrt(length - 1) + 1)
     n = -(-length // c)
     chunks = nn.functional.pad(x, (0, 0, 0, n * c - length)).unflatten(2, (n, c))  # [T, B, n, c, D]
-    within = _decay_matrix(c, log_decay, 0)
-    y = torch.einsum("ijd,tbnjd->tbnid", within, chunks)
-    carry = torch.einsum("mkd,tbkd->tbmd", _decay_matrix(n, log_decay * c, 1), y[:, :, :, -1])
+    y = per_channel_matmul(_decay_matrix(c, log_decay, 0), chunks)
+    carry = per_channel_matmul(_decay_matrix(n, log_decay * c, 1), y[:, :, :, -1])
     if initial is not None:
         steps = torch.arange(n, device=x.device, dtype=x.dtype)[:, None]
         carry = carry + torch.exp(steps * c * log_decay) * initial.unsqueeze(2)
     steps = torch.arange(1, c + 1, device=x.device, dtype=x.dtype)[:, None]
     y = y + torch.exp(steps * log_decay) * carry.unsqueeze(3)
     return y.flatten(2, 3)[:, :, :length]
+
+
+def per_channel_matmul(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """y[..., i, d] = sum_j weights[i, j, d] x[..., j, d]: one bmm over channels, on contiguous [D, N, j]
+    operands (an einsum hands bmm strided ones, which it copies matrix by matrix, in backward too)."""
+    *lead, size, channels = x.shape
+    x = x.reshape(-1, size, channels).permute(2, 0, 1).contiguous()        # [D, N, j]
+    y = torch.bmm(x, weights.permute(2, 1, 0).contiguous())                # [D, N, i]
+    return y.permute(1, 2, 0).unflatten(0, lead)                           # [..., i, D], a view
 
 
 def _decay_matrix(size: int, log_decay: torch.Tensor, lag: int) -> torch.Tensor:
