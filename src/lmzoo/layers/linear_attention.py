@@ -68,6 +68,22 @@ def recurrent_linear_attention(q, k, v, start: int | torch.Tensor, window: int, 
     return torch.stack(outs, dim=2)
 
 
+def linear_attention_step(q, k, v, restart: bool, state: LinearAttentionState) -> torch.Tensor:
+    """One token of every row at the same position (q, k, v [B, H, 1, dh], feature-mapped), from
+    sums `state` already holds: `recurrent_linear_attention`'s arithmetic in fewer, fused ops
+    (decoding). Out of place, so autograd and states shared by `take` copies stay safe."""
+    B, H, _, dh = q.shape
+    kt, qt = k.view(B, H, dh), q.view(B, H, 1, dh)
+    if restart:  # a new window: the sums restart (0 + x = x, as in the general form)
+        S, z = kt[..., :, None] * v, kt
+    else:
+        S, z = torch.addcmul(state.S, kt[..., :, None], v), state.z + kt
+    state.S, state.z = S, z
+    num = qt @ S                                                      # [B, H, 1, dh]
+    den = qt @ z[..., :, None]                                        # [B, H, 1, 1]
+    return num / (den + EPS)
+
+
 def exclusive_cumsum(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Sums of the entries before each one along `dim` (the first is 0). Unlike cumsum - x, the
     rounding of an entry's sum never involves the entries after it."""
@@ -131,6 +147,9 @@ class LocalLinearAttention(nn.Module):
     def forward(self, x: torch.Tensor, start: int | torch.Tensor = 0,
                 state: LinearAttentionState | None = None) -> torch.Tensor:
         B, n, _ = x.shape
+        if n == 1 and isinstance(start, int) and state is not None and state.S is not None and \
+                (self.conv is None or state.tail is not None):
+            return self.step(x, start, state)
         h = x
         if self.conv is not None:
             h, tail = self.conv(x, state.tail if state is not None else None)
@@ -144,3 +163,18 @@ class LocalLinearAttention(nn.Module):
         else:
             y = chunked_linear_attention(q, k, v, start, self.window, self.overlap, state)
         return self.out(y.to(x.dtype).transpose(1, 2).reshape(B, n, -1))
+
+    def step(self, x: torch.Tensor, start: int, state: LinearAttentionState) -> torch.Tensor:
+        """One token (x [B, 1, D]) of rows at the same position `start`, continuing `state`: the
+        decoding path of `forward` without its per-chunk machinery (same math, fewer ops)."""
+        B = x.shape[0]
+        h = x
+        if self.conv is not None:  # the short conv on [tail, x]: one product and one sum over taps
+            ext = torch.cat((state.tail.to(x.dtype), x), 1)                # [B, kernel, D]
+            h = (ext * self.conv.weight.to(x.dtype).t()).sum(1, keepdim=True)
+            state.tail = ext[:, 1:]
+        qkv = self.qkv(h).view(B, 3, self.heads, 1, self.head_dim)
+        qk, v = feature_map(upcast(qkv[:, :2])), upcast(qkv[:, 2])
+        restart = not self.overlap and start % self.window == 0
+        y = linear_attention_step(qk[:, 0], qk[:, 1], v, restart, state)  # [B, H, 1, dh]
+        return self.out(y.to(x.dtype).view(B, 1, -1))

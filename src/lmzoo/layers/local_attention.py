@@ -19,6 +19,9 @@ from lmzoo.layers.state import LayerState
 from lmzoo.layers.rotary import RotaryEmbedding
 
 
+ANGLE_BLOCK = 256  # positions whose RoPE angles one-token decoding computes at a time
+
+
 class WindowHistory(LayerState):
     """One layer's keys/values of the w-1 tokens before the next chunk (decoding state)."""
 
@@ -60,6 +63,9 @@ class GatedLocalAttention(nn.Module):
         """h [B, n, D]; selected [B, n] bool; scale [B, n] -> the residual update [B, n, D], zero
         at unselected tokens."""
         b, n, d = h.shape
+        if n == 1 and isinstance(start, int) and history is not None and history.k is not None \
+                and not torch.is_grad_enabled():
+            return self.step(h, selected, scale, start, history)
         k_ext, v_ext = self.keys_values(h, start, history)
         rows = selected.reshape(-1).nonzero().squeeze(1)  # the one host sync: how many were selected
         update = h.new_zeros(b * n, d)
@@ -86,6 +92,42 @@ class GatedLocalAttention(nn.Module):
         y = self.out(y.reshape(-1, d)) * scale.reshape(-1)[rows, None].to(h.dtype)
         return update.index_copy(0, rows, y).view(b, n, d)
 
+
+    def step(self, h: torch.Tensor, selected: torch.Tensor, scale: torch.Tensor, start: int,
+             history: WindowHistory) -> torch.Tensor:
+        """`forward` for one token per row, every row at position `start` (decoding, no autograd):
+        the window is the whole extended history, so no gather; the mask only while it reaches
+        before position 0; attention only if some row is selected (the same host sync as the
+        general path's nonzero), every row computed and the unselected ones zeroed."""
+        b, _, d = h.shape
+        cos, sin = self._angles_at(start, h.device)
+        k, v = self.kv(h).view(b, 1, 2, self.n_kv_heads, self.head_dim).unbind(2)
+        k = self.rope._rotate(k, cos, sin)
+        k_ext = torch.cat((history.k.to(k.dtype), k), dim=1)               # [B, w, Hkv, Dh]
+        v_ext = torch.cat((history.v.to(v.dtype), v), dim=1)
+        history.k, history.v = k_ext[:, 1:], v_ext[:, 1:]
+        if not bool(selected.any()):
+            return h.new_zeros(b, 1, d)
+        q = self.rope._rotate(self.q(h).view(b, 1, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
+        visible = None
+        if start < self.window - 1:  # keys before position 0 are padding
+            visible = (torch.arange(self.window, device=h.device) >= self.window - 1 - start)[None]
+        y = F.scaled_dot_product_attention(q, k_ext.transpose(1, 2), v_ext.transpose(1, 2), attn_mask=visible,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        y = self.out(y.transpose(1, 2).reshape(b, 1, d)) * scale[..., None].to(h.dtype)
+        return torch.where(selected[..., None], y, 0.0)
+
+    def _angles_at(self, start: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE's cos/sin rows [1, Dh] for position `start`, from a block of ANGLE_BLOCK positions
+        computed at once by the rotary module's own formula (the values its tables hold): decoding
+        past the rotary table's length then costs no per-step angle computation."""
+        base = start - start % ANGLE_BLOCK
+        block = self.__dict__.get("_angle_block")
+        if block is None or block[0] != base or block[1].device != device:
+            cos, sin = self.rope._angles(torch.arange(base, base + ANGLE_BLOCK, device=device))
+            block = self.__dict__["_angle_block"] = (base, cos, sin)
+        i = start - base
+        return block[1][i:i + 1], block[2][i:i + 1]
 
     @staticmethod
     def _gather(ext: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -154,19 +154,43 @@ class GlobalMemoryGate(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat((x, r), -1)))
         return (1 - g) * x + g * r
 
+    def read_one(self, x: torch.Tensor, h: torch.Tensor, doc: torch.Tensor, state: MemoryState,
+                 filled: int | None = None) -> torch.Tensor:
+        """One token per row (x, h [B, 1, D]; `doc` [B] its document) reads the FIFO as it stands;
+        returns (1 - g) x + g r. `filled`: when no document ever ends, the number of slots holding
+        a summary (the newest ones), so only those are read, with no document mask (the masked
+        slots' weights are exactly 0 either way); 0 or None: the masked read."""
+        B = x.shape[0]
+        q = self.q(h).view(B, 1, self.heads, self.head_dim).transpose(1, 2)  # [B, H, 1, dh]
+        if filled:
+            keys, values = state.keys[:, :, self.slots - filled:], state.values[:, :, self.slots - filled:]
+            scores = upcast(q @ keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            weights = scores.softmax(-1).to(q.dtype)
+        else:
+            values = state.values
+            visible = (state.docs == doc[:, None])[:, None, None]            # [B, 1, 1, m]
+            scores = upcast(q @ state.keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
+            weights = torch.where(visible.any(-1, keepdim=True), scores.softmax(-1), 0.0).to(q.dtype)
+        r = self.out((weights @ values).transpose(1, 2).flatten(-2))
+        g = torch.sigmoid(self.gate(torch.cat((x, r), -1)))
+        return (1 - g) * x + g * r
+
+    def push(self, segment: SegmentGrid, doc: torch.Tensor, state: MemoryState) -> None:
+        """Every row closed a segment (rows at one position): its summary enters the FIFO."""
+        B = doc.shape[0]
+        keys, values = self.kv(self.pool(segment)).view(B, 1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        state.keys = torch.cat((state.keys[:, :, 1:], keys), 2)
+        state.values = torch.cat((state.values[:, :, 1:], values), 2)
+        state.docs = torch.cat((state.docs[:, 1:], doc[:, None]), 1)
+
     def step_rows(self, x: torch.Tensor, h: torch.Tensor, segment: SegmentGrid | None, closing: torch.Tensor,
                   doc: torch.Tensor, state: MemoryState) -> torch.Tensor:
         """One token per row (x, h [B, 1, D]; `doc` [B] its document): it reads the FIFO as it stands;
         rows whose segment it closes (`closing` [B]) then push the summary of their full `segment`
         (None when no row closes one)."""
         B = x.shape[0]
-        q = self.q(h).view(B, 1, self.heads, self.head_dim).transpose(1, 2)  # [B, H, 1, dh]
-        visible = (state.docs == doc[:, None])[:, None, None]                # [B, 1, 1, m]
-        scores = upcast(q @ state.keys.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        scores = scores.masked_fill(~visible, torch.finfo(scores.dtype).min)
-        weights = torch.where(visible.any(-1, keepdim=True), scores.softmax(-1), 0.0).to(q.dtype)
-        r = self.out((weights @ state.values).transpose(1, 2).flatten(-2))
-        g = torch.sigmoid(self.gate(torch.cat((x, r), -1)))
+        out = self.read_one(x, h, doc, state)
         docs = state.docs
         if segment is not None:
             keys, values = self.kv(self.pool(segment)).view(B, 1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
@@ -175,7 +199,7 @@ class GlobalMemoryGate(nn.Module):
             state.values = torch.where(push, torch.cat((state.values[:, :, 1:], values), 2), state.values)
             docs = torch.where(closing[:, None], torch.cat((docs[:, 1:], doc[:, None]), 1), docs)
         state.docs = docs - doc[:, None]
-        return (1 - g) * x + g * r
+        return out
 
 
 class CompressionState(LayerState):
@@ -223,6 +247,25 @@ class ContextCompression(nn.Module):
         token_docs = grid.grid(grid.docs[:, grid.left:grid.left + grid.n])    # [B, S, c]
         read = torch.where((token_docs == seen_docs[..., None])[..., None], seen[:, :, None], 0.0)
         return self.proj(grid.crop(read)), torch.stack(states[1:], 1) if k else summaries.new_zeros(B, 0, self.d_state)
+
+    def step(self, segment: SegmentGrid | None, doc: torch.Tensor, below: torch.Tensor | None,
+             state: CompressionState, plain_docs: bool = False):
+        """One token of rows at one position (`doc` [B] its document): `step_rows` with every row
+        closing a segment (`segment` given) or none. `plain_docs`: no document ever ends, so the
+        GRU state is always the token's own document's (zeros before the first segment closes)
+        and no document test or rebasing is needed. Returns (read-out [B, 1, D], GRU state after
+        this call's segment [B, 1, d_state] or None)."""
+        hidden = state.hidden if plain_docs else torch.where((state.doc == doc)[:, None], state.hidden, 0.0)
+        read, after = self.proj(hidden[:, None]), None
+        if segment is not None:
+            summary = self.pool(segment)[:, 0]
+            below = summary.new_zeros(summary.shape[0], self.d_state) if below is None else below[:, 0]
+            after = self.cell(torch.cat((summary, below), -1), hidden)
+            state.hidden, state.doc = after, torch.zeros_like(doc)
+            after = after[:, None]
+        elif not plain_docs:
+            state.doc = state.doc - doc
+        return read, after
 
     def step_rows(self, segment: SegmentGrid | None, closing: torch.Tensor, doc: torch.Tensor,
                   below: torch.Tensor | None, state: CompressionState):

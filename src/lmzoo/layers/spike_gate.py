@@ -55,7 +55,10 @@ class SpikeGate(nn.Module):
 
 
 def straight_through_rate(p: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
-    """The realised spike rate in the forward pass, with the gradient of mean(p)."""
+    """The realised spike rate in the forward pass, with the gradient of mean(p) (no autograd,
+    e.g. decoding: just the rate, without the two means that only carry the gradient)."""
+    if not torch.is_grad_enabled():
+        return spike.to(p.dtype).mean()
     return spike.to(p.dtype).mean() + p.mean() - p.mean().detach()
 
 

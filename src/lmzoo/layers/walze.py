@@ -76,6 +76,26 @@ class CausalWalze(nn.Module):
     def new_buffer(self) -> WalzeBuffer:
         return WalzeBuffer(self.span)
 
+    def step(self, h: torch.Tensor, start: int, buffer: WalzeBuffer) -> torch.Tensor:
+        """`convolve` for one token (h [B, 1, D]) of rows at position `start`, from the buffer:
+        the taps read with one gather and summed with one product and one sum (decoding); then h
+        is written to its slot."""
+        if buffer.slots.dtype != h.dtype:
+            buffer.slots = buffer.slots.to(h.dtype)
+        past = buffer.slots.index_select(1, self._past_slots(start, h.device))  # [B, taps with offset > 0, D]
+        taps = torch.cat((h, past), 1) if self.offsets[0] == 0 else past          # in the order of `offsets`
+        out = (taps * self.tap_weight.to(h.dtype)).sum(1, keepdim=True) + self.tap_bias.to(h.dtype)
+        buffer.slots[:, start % buffer.span] = h[:, 0]
+        return out
+
+    def _past_slots(self, start: int, device) -> torch.Tensor:
+        """Buffer slots of the taps with offset > 0 at position `start` (cached per start mod span)."""
+        key = (start % self.span, str(device))
+        cache = self.__dict__.setdefault("_slot_cache", {})
+        if key not in cache:
+            cache[key] = torch.tensor([(start - o) % self.span for o in self.offsets if o], device=device)
+        return cache[key]
+
     def convolve(self, h: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
         """Depthwise causal conv of h [B, n, D]; `history` holds the R inputs before it (None = zeros)."""
         n = h.shape[1]
@@ -90,6 +110,8 @@ class CausalWalze(nn.Module):
         return out
 
     def forward(self, h: torch.Tensor, start: int | torch.Tensor = 0, buffer: WalzeBuffer | None = None) -> torch.Tensor:
+        if h.shape[1] == 1 and isinstance(start, int) and buffer is not None and buffer.slots is not None:
+            return self.out(self.step(h, start, buffer) * F.silu(self.gate(h)))
         history = buffer.history(h, start) if buffer is not None else None
         c = self.convolve(h, history)
         if buffer is not None:

@@ -47,6 +47,15 @@ from lmzoo.registry import register
 HEAD_DIM = 64
 
 
+def swiglu_step(mlp: SwiGLU, x: torch.Tensor) -> torch.Tensor:
+    """`mlp(x)` for one decoded token: gate and up as one GEMM of the fused weight (the same
+    products; fewer calls), then the same silu(gate) * up and down projection."""
+    if x.shape[1] != 1 or torch.is_grad_enabled() or type(mlp.gate_up) is not nn.Linear:
+        return mlp(x)
+    gate, up = F.linear(x, mlp.gate_up.weight).chunk(2, dim=-1)
+    return mlp.down(F.silu(gate) * up)
+
+
 @dataclass
 class EfficiaConfig(ModelConfig):
     d_ff: int = 256
@@ -133,6 +142,8 @@ class EfficiaContext(BlockContext):
     fusion: list = field(default_factory=list)  # per block [B, n, streams] weights, when token_stats is asked
     closing: torch.Tensor | None = None   # rows at different positions: [B] whether the token closes a segment
     any_closing: bool = False             # whether any row does (read once, on the host)
+    one_token: bool = False               # one token, every row at the same position (decoding)
+    plain_docs: bool = False              # no end-of-document id: every document id is 0
 
 
 class EfficiaBlock(nn.Module):
@@ -163,8 +174,16 @@ class EfficiaBlock(nn.Module):
     def forward(self, x, context: EfficiaContext, state: EfficiaLayerState | None):
         lcp = x + self.lcp(self.lcp_norm(x), context.start, state.lcp if state is not None else None)
         if self.fusion is None:
-            return lcp + self.ffn(self.ffn_norm(lcp))
+            return lcp + swiglu_step(self.ffn, self.ffn_norm(lcp))
         h = self.stream_norm(lcp)
+        if context.one_token and self.step_ready(state):
+            streams, updates = self.segment_streams_step(x, lcp, h, context, state)
+            weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
+            if context.token_stats is not None:
+                context.fusion.append(weights.detach())
+            # The same weighted sum of the updates as below, as one [1, streams] @ [streams, D] product.
+            fused = x + (weights[..., None, :] @ torch.stack(updates, -2)).squeeze(-2)
+            return fused + swiglu_step(self.ffn, self.ffn_norm(fused))
         if isinstance(context.start, torch.Tensor):
             streams, updates = self.segment_streams_rows(x, lcp, h, context, state)
         else:
@@ -190,6 +209,43 @@ class EfficiaBlock(nn.Module):
             updates.append(gmg - x)
         if self.ccu is not None:
             read, context.below = self.ccu(grid, context.below, last_doc, state.compression if state else None)
+            streams.append(read)
+            updates.append(read)
+        return streams, updates
+
+    def step_ready(self, state: EfficiaLayerState) -> bool:
+        """Whether the state holds what the one-token path continues from (a prefill made it)."""
+        return ((self.gmg is None or state.memory.keys is not None)
+                and (self.ccu is None or state.compression.hidden is not None))
+
+    def segment_streams_step(self, x, lcp, h, context: EfficiaContext, state: EfficiaLayerState):
+        """`segment_streams` for one token of rows at the same position (decoding): the token joins
+        the open segment; when it closes it, every row summarises it (no grid, padding or per-segment
+        loop). With no end-of-document id every document id is 0: no masks and no rebasing."""
+        start, size, plain = context.start, self.segment, context.plain_docs
+        doc = context.docs[:, 0]
+        if state.open_stream is None:
+            stream, docs = h, context.docs
+        else:
+            stream, docs = torch.cat((state.open_stream, h), 1), torch.cat((state.open_docs, context.docs), 1)
+        closing = (start + 1) % size == 0
+        segment = full_segment(stream, docs) if closing else None
+        if closing:
+            state.open_stream = state.open_docs = None
+        else:
+            state.open_stream, state.open_docs = stream, docs if plain else docs - doc[:, None]
+        streams, updates = [lcp], [lcp - x]
+        if self.gmg is not None:
+            filled = min(start // size, self.gmg.slots) if plain else None
+            gmg = self.gmg.read_one(lcp, h, doc, state.memory, filled)
+            if closing:
+                self.gmg.push(segment, doc, state.memory)
+            if not plain:
+                state.memory.docs = state.memory.docs - doc[:, None]
+            streams.append(gmg)
+            updates.append(gmg - x)
+        if self.ccu is not None:
+            read, context.below = self.ccu.step(segment, doc, context.below, state.compression, plain)
             streams.append(read)
             updates.append(read)
         return streams, updates
@@ -264,7 +320,9 @@ class EfficiaLM(CausalLM):
 
     def new_context(self, input_ids: torch.Tensor, state: State | None) -> EfficiaContext:
         docs = self.documents(input_ids, state)
-        context = EfficiaContext(start=self.start_position(state), docs=docs, last_doc=docs[:, -1])
+        context = EfficiaContext(start=self.start_position(state), docs=docs, last_doc=docs[:, -1],
+                                 plain_docs=self.config.eos_id is None)
+        context.one_token = state is not None and not state.per_row and input_ids.shape[1] == 1
         if state is not None and state.per_row:  # which rows' tokens close a segment, read on the host
             closing = (state.position + 1) % self.config.segment == 0
             context.closing, context.any_closing = closing.to(input_ids.device), bool(closing.any())
