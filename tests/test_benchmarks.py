@@ -437,3 +437,19 @@ def test_batched_decode_reports_each_row_count(one_thread):
     rows = data["results"][0]["rows"]
     assert set(rows) == {1, 2} and all(r["batched"] > 0 for r in rows.values())
     assert rows[2]["one_by_one"] > 0 and rows[2]["vs_one_row"] == rows[2]["batched"] / rows[1]["batched"]
+
+
+def test_train_profile_sorts_ops_and_reports_both_models(one_thread):
+    profile = load("train_profile")
+    assert profile.category("aten::mm") == "matmul"
+    assert profile.category("aten::silu_backward") == "elementwise+norm"  # a backward op goes with its forward
+    assert profile.category("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == "attention"
+    assert profile.category("aten::some_new_op") == "other"
+    throughput = load("throughput")
+    settings = throughput.Settings(threads=1, batch_size=1, seq_len=16, warmup=1)
+    data = profile.run(["nano"], settings, steps=1)
+    for who in ("lmzoo", "hf"):
+        result = data["sizes"]["nano"][who]
+        assert result["ms"]["matmul"] > 0 and result["ms"]["optimizer"] > 0  # the AdamW ops, by phase
+        assert result["total_ms"] == pytest.approx(sum(result["ms"].values()))
+    assert "| nano | lmzoo |" in profile.render(data) and "| nano | HF |" in profile.render(data)
