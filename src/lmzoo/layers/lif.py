@@ -152,8 +152,8 @@ class LIFSequence(torch.autograd.Function):
                 if want_threshold:
                     grad_threshold -= gm.sum() + beta * (after * spikes[t]).sum()
                 gm.add_(after, alpha=beta)
-            if outside is not None:
-                gm.masked_fill_(outside[t], 0.0)
+            if outside is not None:  # few elements clip: zero them by index, not with a full masked pass
+                gm[outside[t].nonzero(as_tuple=True)] = 0.0
             after = gm
         return grad_current, grad_threshold, None, None, None, None
 
