@@ -14,7 +14,8 @@ look inside spike-transformer's training signal (issue 17).
 
 An architecture may carry config overrides, `spike-transformer:attention=mean,token_shift=0` (the
 design before issue 17). Results merge into the JSON by (architecture, seed), so slow runs can be
-added one at a time.
+added one at a time; a run an earlier invocation trained to the end is reused, not retrained
+(`--collect-only` records such runs without training anything).
 
     python benchmarks/learning_curves.py --archs transformer spike-transformer --seeds 0 --threads 1
 """
@@ -65,14 +66,26 @@ def learning_curve(args, spec: str, seed: int, data_dir: Path) -> dict:
                       max_steps=args.steps, batch_size=8, seq_len=256, lr=2e-3, warmup_steps=30, seed=seed,
                       threads=args.threads, eval_interval=args.eval_interval, log_interval=50,
                       checkpoint_interval=0, keep_last=1, resume="none")
-    log(f"training {spec} seed {seed} ({args.steps} steps)")
-    summary = run_training(cfg)
+    finished = finished_run(run_dir, args.steps)
+    if finished is not None:  # an earlier invocation trained it to the end: reuse its record
+        log(f"{spec} seed {seed}: reusing the finished run in {common.repo_path(run_dir)}")
+        summary = {"elapsed_s": None, "final_checkpoint": finished}
+    else:
+        log(f"training {spec} seed {seed} ({args.steps} steps)")
+        summary = run_training(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = {row["step"]: row["val_bpb"] for row in rows if row.get("type") == "eval"}
     rates = [row["spike_rate"] for row in rows if row.get("type") == "train" and "spike_rate" in row]
     return {"spec": spec, "seed": seed, "steps": args.steps, "val_bpb": evals, "elapsed_s": summary["elapsed_s"],
             "final_spike_rate": rates[-1] if rates else None,
             "checkpoint": common.repo_path(summary["final_checkpoint"])}
+
+
+def finished_run(run_dir: Path, steps: int) -> Path | None:
+    """The final checkpoint of a run trained to `steps`, if an earlier invocation left one (the
+    checkpoint is written after the last evaluation, so its metrics are complete)."""
+    checkpoint = run_dir / "checkpoints" / f"step-{steps:07d}"
+    return checkpoint if (checkpoint / "model.safetensors").is_file() else None
 
 
 # ---- 2. memorisation --------------------------------------------------------------------------------
@@ -211,6 +224,8 @@ def main(argv=None) -> dict:
     p.add_argument("--diagnose-only", action="store_true",
                    help="only the diagnosis, of the stored runs' checkpoints (no training, no memorisation)")
     p.add_argument("--memorise-only", action="store_true", help="only the memorisation (screening design options)")
+    p.add_argument("--collect-only", action="store_true",
+                   help="train nothing: record the runs earlier invocations finished (and their memorisation)")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", type=Path, default=common.ROOT / "benchmarks" / "runs" / "learning-curves")
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
@@ -222,6 +237,8 @@ def main(argv=None) -> dict:
     curves, mems, diagnosis = [], [], {}
     for spec in args.archs:
         for seed in [] if args.diagnose_only else args.seeds:
+            if args.collect_only and finished_run(args.out / run_name(spec, seed), args.steps) is None:
+                continue
             mems.append(memorisation(spec, seed))
             log(f"{spec} seed {seed}: memorisation {mems[-1]['first']:.2f} -> {mems[-1]['final']:.2f}")
             if args.memorise_only:

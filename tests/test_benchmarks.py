@@ -397,7 +397,7 @@ def test_wikitext_compare_runs_named_comparisons(tmp_path, one_thread):
     assert all(r["word_ppl"] > 1 and r["val"]["bpb"] > 0 for r in data["runs"])
 
 
-def test_learning_curves_specs_memorisation_and_diagnosis(one_thread):
+def test_learning_curves_specs_memorisation_and_diagnosis(one_thread, tmp_path):
     import torch
 
     import lmzoo
@@ -416,6 +416,14 @@ def test_learning_curves_specs_memorisation_and_diagnosis(one_thread):
         assert 0 < stats["rate"] < 1 and len(stats["grad_norm_per_timestep"]) == 4
         assert stats["grad_norm_per_timestep"][0] > 0, site
     assert result["attention_input_change"]["layer0"] > 0
+    # A run trained to the end by an earlier invocation is found (and reused), a partial one is not.
+    run = tmp_path / "transformer_seed1"
+    (run / "checkpoints/step-0000160").mkdir(parents=True)
+    (run / "checkpoints/step-0000160/model.safetensors").write_bytes(b"")
+    assert curves.finished_run(run, 1500) is None
+    (run / "checkpoints/step-0001500").mkdir()
+    (run / "checkpoints/step-0001500/model.safetensors").write_bytes(b"")
+    assert curves.finished_run(run, 1500) == run / "checkpoints/step-0001500"
 
 
 def test_activation_memory_report(one_thread):
