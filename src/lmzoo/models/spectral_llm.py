@@ -136,7 +136,7 @@ class MultiResolutionMixer(nn.Module):
     def combined_filter(self, length: int, start: int = 0) -> torch.Tensor:
         """[D, length - start]: k at lags start .. length-1."""
         taps = self.decompose.response_length()
-        first = max(0, start - (taps - 1))  # the filter lags that reach lag `start` through g
+        first = max(0, start - (taps - 1))  # the filter lags that reach lag `start` through r
         h = self.filters(length, first)                                           # [bands, D, n]
         r = self.decompose.impulse_responses(h.dtype) * self.band_weight.to(h.dtype)[:, None]
         h = F.pad(h.transpose(0, 1), (taps - 1 - (start - first), 0))             # zeros: lags < 0
@@ -193,7 +193,7 @@ class MixerState(LayerState):
 
     def append(self, v: torch.Tensor) -> torch.Tensor:
         """Add a chunk v [B, D, n]; return the history in use, [B, D, length]."""
-        n, end = v.shape[-1], self.length + v.shape[-1]
+        end = self.length + v.shape[-1]
         if self.history is not None and torch.is_grad_enabled() and (v.requires_grad or self.history.requires_grad):
             self.history = torch.cat((self.history[..., :self.length], v), -1)  # no in-place write into the graph
         else:
@@ -233,7 +233,7 @@ class MixerState(LayerState):
             kept = self.history[..., self.length - longest:self.length]
             self.history = F.pad(kept, (0, longest))
             self.length = longest
-        if self.kernel is not None and self.kernel.shape[-1] > 2 * longest + LAG_BLOCK:  # and the lags no row reaches soon
+        if self.kernel is not None and self.kernel.shape[-1] > 2 * longest + LAG_BLOCK:  # lags no row reaches soon
             self.lags = min(self.lags, longest + LAG_BLOCK)
             self.kernel = self.kernel[:, self.kernel.shape[-1] - self.lags:].clone()
 
