@@ -85,77 +85,78 @@ def reference_lif(lif: LIF, current: torch.Tensor) -> torch.Tensor:
 class LIFSequence(torch.autograd.Function):
     """All T steps of a LIF layer in one autograd node, with backpropagation through time written
     out: it computes exactly the gradients of `reference_lif` (the surrogate through the spike,
-    through the reset and into the threshold). It keeps only the membrane before the clip per step
-    (the clipped membrane and the clip's gradient mask are recomputed from it) and the spikes, and
-    writes into preallocated [T, ...] buffers with fused/in-place ops: the layer is memory-bound,
-    so the number of passes over the [T, B, L, D] tensors is its cost. The forward's arithmetic is
-    op for op the reference's (beta * u, then + I), so spikes and membranes are bitwise equal."""
+    through the reset and into the threshold). It keeps only the spikes and, per step, the membrane
+    before the clip (the clipped membrane and the clip's gradient mask are recomputed from it).
+    The layer is memory-bound, so its cost is the passes over [T, B, L, D]: fused and in-place ops,
+    outputs written in place, and per-step temporaries ([B, L, D], not [T, B, L, D]: glibc returns
+    buffers of 32 MiB or more to the OS, and each new one is page-faulted in again). The forward's
+    arithmetic is op for op the reference's (beta * u, then + I): spikes are bitwise equal."""
 
     @staticmethod
     def forward(ctx, current, threshold, beta, kind, scale, hard):
         steps = current.shape[0]
-        before_clip, spikes = torch.empty_like(current), torch.empty_like(current)
+        spikes, before_clip = torch.empty_like(current), []
         u = None
         for t in range(steps):  # the T timesteps; positions and channels are vectorised
-            a = before_clip[t]
-            if u is None:
-                a.copy_(current[t])
-            else:
-                torch.mul(u, beta, out=a).add_(current[t])
+            a = current[t].clone() if u is None else torch.mul(u, beta).add_(current[t])
+            before_clip.append(a)
             m = a.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
             s = torch.gt(m, threshold, out=spikes[t])
             if t + 1 < steps:  # the last step's reset is never read
                 u = m.mul_(1 - s) if hard else m.addcmul_(s, threshold, value=-1)
-        ctx.save_for_backward(before_clip, spikes, threshold)
+        ctx.save_for_backward(spikes, threshold, *before_clip)
         ctx.beta, ctx.kind, ctx.scale, ctx.hard = beta, kind, scale, hard
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        before_clip, spikes, threshold = ctx.saved_tensors
+        spikes, threshold, *before_clip = ctx.saved_tensors
         beta, hard = ctx.beta, ctx.hard
         want_threshold = ctx.needs_input_grad[1]
-        # The clip rarely acts: on CPU one min/max pass tells, and spares the clamp and the mask. (Not on
-        # accelerators, where reading the answer would wait for the device.)
-        clipped = True
-        if before_clip.device.type == "cpu":
-            low, high = torch.aminmax(before_clip)
-            clipped = bool(low < -MEMBRANE_CLIP) or bool(high > MEMBRANE_CLIP)
-        membranes, outside = before_clip, None
-        if clipped:
-            membranes = before_clip.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
-            outside = membranes != before_clip  # where clamp blocks gradients (bounds pass, as in autograd)
-        if hard:
-            slope = surrogate_derivative(membranes - threshold, ctx.kind, ctx.scale)
-        else:  # the membranes are needed no more: the slope may take their memory
-            x = membranes.sub_(threshold) if clipped else membranes - threshold
-            slope = surrogate_slope_(x, ctx.kind, ctx.scale)
-        grad_current = torch.empty_like(before_clip)
+        grad_current = torch.empty_like(spikes)
         grad_threshold = torch.zeros_like(threshold)
         after = None  # grad_current[t + 1]: the gradient reaching u_t is beta * after
-        for t in reversed(range(grad_spikes.shape[0])):
+        for t in reversed(range(len(before_clip))):
+            m, outside = _clip(before_clip[t])
+            if hard:
+                slope = surrogate_derivative(m - threshold, ctx.kind, ctx.scale)
+            else:  # m is needed no more: the slope may take its memory (not the saved tensor's)
+                slope = surrogate_slope_(m.sub_(threshold) if outside is not None else m - threshold,
+                                         ctx.kind, ctx.scale)
             gm = grad_current[t]  # gradient of the clipped membrane m_t, then of the current I_t
             if after is None:
-                torch.mul(grad_spikes[t], slope[t], out=gm)
+                torch.mul(grad_spikes[t], slope, out=gm)
                 if want_threshold:
                     grad_threshold -= gm.sum()
             elif hard:  # u = m (1 - s)
                 du = after * beta
-                gs = grad_spikes[t] - du * membranes[t]
-                torch.mul(gs, slope[t], out=gm)
+                gs = grad_spikes[t] - du * m
+                torch.mul(gs, slope, out=gm)
                 if want_threshold:
                     grad_threshold -= gm.sum()
                 gm.add_(du).addcmul_(du, spikes[t], value=-1)
             else:       # u = m - theta s
                 gs = torch.addcmul(grad_spikes[t], after, threshold, value=-beta)
-                torch.mul(gs, slope[t], out=gm)
+                torch.mul(gs, slope, out=gm)
                 if want_threshold:
                     grad_threshold -= gm.sum() + beta * (after * spikes[t]).sum()
                 gm.add_(after, alpha=beta)
-            if outside is not None:  # few elements clip: zero them by index, not with a full masked pass
-                gm[outside[t].nonzero(as_tuple=True)] = 0.0
+            if outside is not None:  # few elements clip: zero them by index, not with a masked pass
+                gm[outside] = 0.0
             after = gm
         return grad_current, grad_threshold, None, None, None, None
+
+
+def _clip(before: torch.Tensor):
+    """(clipped membrane, indices where the clip blocks the gradient, or None: nothing clipped). On
+    CPU one min/max pass finds the usual case, nothing clipped, and returns `before` itself (read
+    only); elsewhere always the clamp (reading the min/max would wait for the device)."""
+    if before.device.type == "cpu":
+        low, high = torch.aminmax(before)
+        if not (bool(low < -MEMBRANE_CLIP) or bool(high > MEMBRANE_CLIP)):
+            return before, None
+    m = before.clamp(-MEMBRANE_CLIP, MEMBRANE_CLIP)
+    return m, (m != before).nonzero(as_tuple=True)  # bounds pass the gradient, as autograd's clamp
 
 
 def surrogate_slope_(x: torch.Tensor, kind: str, scale: float) -> torch.Tensor:
