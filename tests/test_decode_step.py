@@ -133,3 +133,17 @@ def test_spike_walze_decoding_without_autograd_equals_the_general_path():
         logits[fast] = torch.cat(outs, 1)
     close(logits[True], logits[False])
     close(logits[True], model(ids).logits.detach())
+
+
+@pytest.mark.parametrize("arch", ["efficia-1", "spike-walze"])
+def test_one_token_paths_under_bf16_autocast_track_the_full_pass(arch):
+    torch.manual_seed(0)
+    model = lmzoo.create_model(arch, "nano", **({"segment": 4, "memory_slots": 3} if arch == "efficia-1" else {}))
+    model.eval()
+    ids = torch.randint(0, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = model(ids).logits.float()
+        state = model.init_state()
+        steps = [model(ids[:, :2], state=state).logits.float()]
+        steps += [model(ids[:, t:t + 1], state=state).logits.float() for t in range(2, 24)]
+    assert float((torch.cat(steps, 1) - full).abs().max()) < 0.05 * max(1.0, float(full.abs().max()))

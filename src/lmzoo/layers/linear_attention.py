@@ -80,7 +80,7 @@ def linear_attention_step(q, k, v, restart: bool, state: LinearAttentionState) -
         S, z = torch.addcmul(state.S, kt[..., :, None], v), state.z + kt
     state.S, state.z = S, z
     num = qt @ S                                                      # [B, H, 1, dh]
-    den = qt @ z[..., :, None]                                        # [B, H, 1, 1]
+    den = (qt * z[:, :, None]).sum(-1, keepdim=True)                  # elementwise: fp32 under autocast
     return num / (den + EPS)
 
 

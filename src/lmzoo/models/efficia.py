@@ -181,8 +181,9 @@ class EfficiaBlock(nn.Module):
             weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
             if context.token_stats is not None:
                 context.fusion.append(weights.detach())
-            # The same weighted sum of the updates as below, as one [1, streams] @ [streams, D] product.
-            fused = x + (weights[..., None, :] @ torch.stack(updates, -2)).squeeze(-2)
+            # The same weighted sum of the updates as below, as one product and one sum over the
+            # stacked updates (elementwise, so in fp32 under autocast as below; a matmul would not be).
+            fused = x + (weights[..., None] * torch.stack(updates, -2)).sum(-2)
             return fused + swiglu_step(self.ffn, self.ffn_norm(fused))
         if isinstance(context.start, torch.Tensor):
             streams, updates = self.segment_streams_rows(x, lcp, h, context, state)
