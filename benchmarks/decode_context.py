@@ -4,7 +4,8 @@ For each architecture (micro by default, batch 1, greedy): the context is fed th
 decoding state in chunks (untimed), then `--tokens` greedy one-token steps are timed, each on
 its own; a run's figure is the median step. Contexts are reached in increasing order by one
 prefill per architecture (each timed run starts from a copy of the state, so every run sees the
-same context). Runs of all architectures are interleaved at each context (common.interleaved_timings).
+same context). The runs of every architecture at every context are interleaved in one schedule
+(common.interleaved_timings), so load that drifts during the run hits all of them alike.
 Reported: tokens/s, ms/token, the ratio to the `transformer`'s tokens/s at each context, and the
 fitted exponent of ms/token against context (0 = flat; a full KV cache tends towards 1).
 
@@ -82,21 +83,24 @@ def run(args) -> dict:
     ids = torch.randint(0, min(m.config.vocab_size for m in models.values()), (1, contexts[-1]), generator=g)
     ids = ids.to(args.device)
     states = {a: m.init_state() for a, m in models.items()}
-    logits, fed, ms, noise, prefill_s = {}, 0, {a: {} for a in models}, {}, {a: 0.0 for a in models}
+    logits, fed, ms, prefill_s = {}, 0, {a: {} for a in models}, {a: 0.0 for a in models}
+    runs = {}
     with torch.inference_mode():
         for context in contexts:
-            for a, m in models.items():  # advance every state to this context (untimed)
+            for a, m in models.items():  # advance every state to this context (untimed), keep a copy
                 begin = time.perf_counter()
                 logits[a] = prefill(m, states[a], ids[:, fed:context], args.chunk)
                 prefill_s[a] += time.perf_counter() - begin
+                runs[f"{a}@{context}"] = decode_run(m, states[a].take(torch.arange(1)), logits[a], args.tokens,
+                                                    args.device)
             fed = context
-            runs = {a: decode_run(m, states[a], logits[a], args.tokens, args.device) for a, m in models.items()}
-            timings = common.interleaved_timings(runs, args.warmup, args.repeats, max_rounds=args.max_rounds)
-            for a, seconds in timings.seconds.items():
-                ms[a][context] = 1000.0 * common.median(seconds)
-            noise[str(context)] = {"rounds": timings.rounds, "dropped_rounds": timings.dropped, "calm": timings.calm,
-                                   "seconds": timings.seconds}
-            print(f"context {context}: " + ", ".join(f"{a} {ms[a][context]:.2f} ms" for a in models), flush=True)
+        # Every (architecture, context) run interleaved in one schedule, so drifting load hits all alike.
+        timings = common.interleaved_timings(runs, args.warmup, args.repeats, max_rounds=args.max_rounds)
+    for name, seconds in timings.seconds.items():
+        a, context = name.rsplit("@", 1)
+        ms[a][int(context)] = 1000.0 * common.median(seconds)
+    noise = {"rounds": timings.rounds, "dropped_rounds": timings.dropped, "calm": timings.calm,
+             "seconds": timings.seconds}
     settings = {k: getattr(args, k) for k in ("archs", "contexts", "size", "tokens", "repeats", "warmup",
                                               "max_rounds", "chunk", "device", "threads")}
     return {**info, "settings": settings, "results": summarise(ms), "timings": noise,
@@ -120,7 +124,7 @@ def render_markdown(data: dict) -> str:
             cells += [f"{res['contexts'][str(c)].get('ratio_to_' + BASELINE, float('nan')):.2f}x" for c in contexts]
         cells += ["-" if res["exponent"] is None else f"{res['exponent']:.3f}", f"{data['state_mb'][arch]:.1f}"]
         rows.append(cells)
-    calm = all(t["calm"] for t in data["timings"].values())
+    calm = data["timings"]["calm"]
     lines = ["## One-token cached decoding against context (issue 19 goal 4)", "", common.command_header(data), "",
              f"`{s['size']}`, batch 1, greedy; each context prefilled in chunks of {s['chunk']} (untimed), then "
              f"{s['tokens']} one-token steps timed one by one (median step; median of {s['repeats']} interleaved runs). "
