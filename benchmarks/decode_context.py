@@ -27,7 +27,7 @@ import common  # noqa: E402  (benchmarks/ is not a package)
 
 import lmzoo  # noqa: E402
 
-NAME = "decode_context"
+NAME = "decode-context"
 BASELINE = "transformer"
 GOAL_CONTEXT = 1024  # the goal: >= 1.0x the transformer's tokens/s here
 FLAT_EXPONENT = 0.05  # "flat": ms/token grows slower than context ** 0.05 (< 1.1x over 1k -> 32k)
