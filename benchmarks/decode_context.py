@@ -2,8 +2,9 @@
 
 For each architecture (micro by default, batch 1, greedy): the context is fed through the
 decoding state in chunks (untimed), then `--tokens` greedy one-token steps are timed, each on
-its own; a run's figure is the median step. Contexts are reached in increasing order by one
-prefill per architecture (each timed run starts from a copy of the state, so every run sees the
+its own; a run's figure is the mean step (its total time over its tokens: a step that pays for a
+spike, a segment close or a new block of rotary angles counts as a user would pay it). Contexts
+are reached in increasing order by one prefill per architecture (each timed run starts from a copy of the state, so every run sees the
 same context). The runs of every architecture at every context are interleaved in one schedule
 (common.interleaved_timings), so load that drifts during the run hits all of them alike.
 Reported: tokens/s, ms/token, the ratio to the `transformer`'s tokens/s at each context, and the
@@ -41,7 +42,7 @@ def prefill(model, state, ids: torch.Tensor, chunk: int) -> torch.Tensor:
 
 
 def decode_run(model, state, logits: torch.Tensor, tokens: int, device: str):
-    """A timed run: `tokens` greedy steps from a copy of `state`; returns the median step in seconds."""
+    """A timed run: `tokens` greedy steps from a copy of `state`; returns the mean step in seconds."""
     def run() -> float:
         copy, last, steps = state.take(torch.arange(1)), logits, []
         for _ in range(tokens):
@@ -51,12 +52,12 @@ def decode_run(model, state, logits: torch.Tensor, tokens: int, device: str):
             last = model(token, state=copy, logits_to_keep=1).logits[:, -1]
             common.synchronize(device)
             steps.append(time.perf_counter() - start)
-        return statistics.median(steps)
+        return statistics.fmean(steps)
     return run
 
 
 def summarise(ms: dict[str, dict[int, float]], baseline: str = BASELINE) -> dict[str, dict]:
-    """{arch: {context: median ms/token}} -> per arch: per-context tok/s, ms/token and ratio to
+    """{arch: {context: ms/token}} -> per arch: per-context tok/s, ms/token and ratio to
     `baseline`'s tok/s (when measured), and the fitted exponent of ms/token vs context."""
     out = {}
     for arch, by_context in ms.items():
@@ -127,7 +128,7 @@ def render_markdown(data: dict) -> str:
     calm = data["timings"]["calm"]
     lines = ["## One-token cached decoding against context (issue 19 goal 4)", "", common.command_header(data), "",
              f"`{s['size']}`, batch 1, greedy; each context prefilled in chunks of {s['chunk']} (untimed), then "
-             f"{s['tokens']} one-token steps timed one by one (median step; median of {s['repeats']} interleaved runs). "
+             f"{s['tokens']} one-token steps timed one by one (mean step of a run; median of {s['repeats']} interleaved runs). "
              f"Exponent: least-squares slope of log(ms/token) on log(context); flat means <= {FLAT_EXPONENT}.", "",
              common.markdown_table(header, rows), ""]
     if not calm:
