@@ -118,7 +118,7 @@ def publish(name: str) -> None:
     state = json.loads((out / "arena.json").read_text())
     state["curves"] = curves(out, state)
     section = verdict_section(name, state, (out / "results.md").read_text())
-    record = {"command": f"python benchmarks/arena.py --threads 2 --only {name}", "date": state["updated"], **state}
+    record = {"command": f"python benchmarks/arena.py --threads 2 --only {name}", "date": state["started"], **state}
     common.write_json(f"arena-{name}", "cpu", without_machine_paths(record))
     common.update_doc_section(f"arena-{name}-cpu", section)
     if name == README_ARENA:
