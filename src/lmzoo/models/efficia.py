@@ -47,15 +47,6 @@ from lmzoo.registry import register
 HEAD_DIM = 64
 
 
-def swiglu_step(mlp: SwiGLU, x: torch.Tensor) -> torch.Tensor:
-    """`mlp(x)` for one decoded token: gate and up as one GEMM of the fused weight (the same
-    products; fewer calls), then the same silu(gate) * up and down projection."""
-    if x.shape[1] != 1 or torch.is_grad_enabled() or type(mlp.gate_up) is not nn.Linear:
-        return mlp(x)
-    gate, up = F.linear(x, mlp.gate_up.weight).chunk(2, dim=-1)
-    return mlp.down(F.silu(gate) * up)
-
-
 @dataclass
 class EfficiaConfig(ModelConfig):
     d_ff: int = 256
@@ -174,7 +165,7 @@ class EfficiaBlock(nn.Module):
     def forward(self, x, context: EfficiaContext, state: EfficiaLayerState | None):
         lcp = x + self.lcp(self.lcp_norm(x), context.start, state.lcp if state is not None else None)
         if self.fusion is None:
-            return lcp + swiglu_step(self.ffn, self.ffn_norm(lcp))
+            return lcp + self.ffn.step(self.ffn_norm(lcp))
         h = self.stream_norm(lcp)
         if context.one_token and self.step_ready(state):
             streams, updates = self.segment_streams_step(x, lcp, h, context, state)
@@ -184,7 +175,7 @@ class EfficiaBlock(nn.Module):
             # The same weighted sum of the updates as below, as one product and one sum over the
             # stacked updates (elementwise, so in fp32 under autocast as below; a matmul would not be).
             fused = x + (weights[..., None] * torch.stack(updates, -2)).sum(-2)
-            return fused + swiglu_step(self.ffn, self.ffn_norm(fused))
+            return fused + self.ffn.step(self.ffn_norm(fused))
         if isinstance(context.start, torch.Tensor):
             streams, updates = self.segment_streams_rows(x, lcp, h, context, state)
         else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lmzoo.config import ModelConfig
@@ -44,15 +43,6 @@ SIZES = {
 
 
 MAX_ROLLER_REACH = 1 << 20
-
-
-def swiglu_step(mlp: SwiGLU, x: torch.Tensor) -> torch.Tensor:
-    """`mlp(x)` for one decoded token: gate and up as one GEMM of the fused weight (the same
-    products; fewer calls), then the same silu(gate) * up and down projection."""
-    if x.shape[1] != 1 or torch.is_grad_enabled() or type(mlp.gate_up) is not nn.Linear:
-        return mlp(x)
-    gate, up = F.linear(x, mlp.gate_up.weight).chunk(2, dim=-1)
-    return mlp.down(F.silu(gate) * up)
 
 
 @dataclass
@@ -141,7 +131,7 @@ class SpikeWalzeBlock(nn.Module):
         p, spike = self.gate(h_before, h, start)
         x = x + self.attn(h, spike, p, start, state.window if state is not None else None)
         if self.mlp is not None:
-            x = x + swiglu_step(self.mlp, self.mlp_norm(x))
+            x = x + self.mlp.step(self.mlp_norm(x))
         context.rates.append(straight_through_rate(p, spike))
         if context.token_stats is not None:
             context.spikes.append(spike.detach())
