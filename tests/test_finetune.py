@@ -5,6 +5,7 @@ import signal
 import string
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -359,8 +360,9 @@ def test_two_processes_finetune_like_one(bases, qa_file, tmp_path):
             "--device", "cpu"]
     one = finetune(config_from_args(parse_finetune([*args, "--out", str(tmp_path / "one"), "--grad-accum", "2"]),
                                     FinetuneConfig), verbose=False)
+    guard = Path(__file__).with_name("torchrun_guard.py")  # also: no DDP wrapper outlives the process group
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "lmzoo.cli.main", "finetune", *args, "--out", str(tmp_path / "two")],
+                             str(guard), "finetune", *args, "--out", str(tmp_path / "two")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "finetune.json").read_text())

@@ -16,7 +16,7 @@ import torch
 from lmzoo.errors import LmzooError
 from lmzoo.locking import output_lock
 from lmzoo.training.config import TrainConfig
-from lmzoo.training.distributed import init_distributed, shutdown
+from lmzoo.training.distributed import DistEnv, init_distributed, shutdown
 from lmzoo.training.evaluate import evaluate
 from lmzoo.training.tasks import Pretraining
 from lmzoo.training.trainer import StopRequest, Trainer
@@ -100,19 +100,27 @@ def train_entry(cfg: TrainConfig, deadline_s: float | None, test_data=None) -> E
     task = ClockedPretraining(cfg, deadline_s)
     env = init_distributed(cfg.device)
     try:
-        with output_lock(task.run_dir), Deadline(task, deadline_s) as stop:
-            trainer = Trainer(cfg, env, stop, task, verbose=False)
-            summary = trainer.fit()
-            summary["train_seconds"] = task.train_seconds()
-            stopped = summary["status"] == "interrupted"  # before its last step
-            summary["stopped_by_deadline"] = stopped and stop.signal_name == DEADLINE
-            interrupted = stopped and stop.signal_name != DEADLINE
-            val = test = None
-            if not interrupted:
-                val = _last_eval(trainer) or _metrics(trainer, task.val_data, cfg)
-                test = _metrics(trainer, test_data, cfg) if test_data is not None else None
-    finally:
-        shutdown(env, wait_for_peers=False)
+        result = _train_and_measure(cfg, env, task, deadline_s, test_data)  # the trainer ends with it
+    except BaseException as err:
+        shutdown(env, wait_for_peers=False, error=err)
+        raise
+    shutdown(env, wait_for_peers=False)
+    return result
+
+
+def _train_and_measure(cfg: TrainConfig, env: DistEnv, task: ClockedPretraining, deadline_s: float | None,
+                       test_data) -> EntryResult:
+    with output_lock(task.run_dir), Deadline(task, deadline_s) as stop:
+        trainer = Trainer(cfg, env, stop, task, verbose=False)
+        summary = trainer.fit()
+        summary["train_seconds"] = task.train_seconds()
+        stopped = summary["status"] == "interrupted"  # before its last step
+        summary["stopped_by_deadline"] = stopped and stop.signal_name == DEADLINE
+        interrupted = stopped and stop.signal_name != DEADLINE
+        val = test = None
+        if not interrupted:
+            val = _last_eval(trainer) or _metrics(trainer, task.val_data, cfg)
+            test = _metrics(trainer, test_data, cfg) if test_data is not None else None
     return EntryResult(summary, val or {}, test, interrupted)
 
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -66,14 +68,27 @@ def init_distributed(device: str = "auto") -> DistEnv:
     return DistEnv(rank, local_rank, world_size, resolved, owns_group=create)
 
 
-def shutdown(env: DistEnv, wait_for_peers: bool = True) -> None:
+def shutdown(env: DistEnv, wait_for_peers: bool = True, error: BaseException | None = None) -> None:
     """Leave the process group init_distributed created. After an error, do not wait: the peers
-    may never arrive."""
-    if env.enabled and env.owns_group and dist.is_initialized():
-        if wait_for_peers:
-            # Tearing the group down under a peer still inside a collective aborts that peer.
-            dist.barrier()
-        dist.destroy_process_group()
+    may never arrive.
+
+    Call it once every DDP wrapper of the run is gone (the trainer's frame has returned; for an
+    `error`, its traceback's frames are cleared here). A DDP `Reducer` that outlives the group
+    holds its last reference, and its destructor then joins gloo's worker threads while holding
+    the GIL; a worker that is still releasing a finished collective's tensors needs the GIL, so
+    the process hangs after a completed run (seen about once in 25 torchrun launches here). Freed
+    while the group is still registered, the Reducer drops an ordinary reference, and the group
+    itself goes through torch's GIL-releasing destructor.
+    """
+    if not (env.enabled and env.owns_group and dist.is_initialized()):
+        return
+    if error is not None:
+        traceback.clear_frames(error.__traceback__)
+    gc.collect()  # a wrapper in a reference cycle goes now, not after the group
+    if wait_for_peers:
+        # Tearing the group down under a peer still inside a collective aborts that peer.
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def exit_process(code: int) -> NoReturn:

@@ -109,19 +109,23 @@ def run_training(cfg: LoopConfig, task: Task | None = None, verbose: bool = True
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
     try:
-        with contextlib.ExitStack() as locks:
-            if env.is_main:  # rank 0 alone writes; its locks keep a second run off the same outputs
-                for path in task.outputs:
-                    locks.enter_context(output_lock(path))
-            with StopRequest() as stop:
-                trainer = Trainer(cfg, env, stop, task, verbose)
-                summary = trainer.fit()
-            result = task.finish(trainer.model, env, summary)
-    except BaseException:
-        shutdown(env, wait_for_peers=False)
+        result = _train_locked(cfg, env, task, verbose)  # the trainer (and its DDP wrapper) ends with it
+    except BaseException as err:
+        shutdown(env, wait_for_peers=False, error=err)
         raise
     shutdown(env)
     return result
+
+
+def _train_locked(cfg: LoopConfig, env: DistEnv, task: Task, verbose: bool) -> dict:
+    with contextlib.ExitStack() as locks:
+        if env.is_main:  # rank 0 alone writes; its locks keep a second run off the same outputs
+            for path in task.outputs:
+                locks.enter_context(output_lock(path))
+        with StopRequest() as stop:
+            trainer = Trainer(cfg, env, stop, task, verbose)
+            summary = trainer.fit()
+        return task.finish(trainer.model, env, summary)
 
 
 class Trainer:
