@@ -3,7 +3,10 @@
 For each architecture a server is started as its own process (`lmzoo --threads K serve`, a fresh
 model of the given size saved to a temporary directory, unless --model names a saved one); then,
 for each client count N, N clients each send streaming completions back to back for T seconds
-(requests still running at T finish; nothing starts after). Every token arrives as its own chunk
+(requests still running at T finish; nothing starts after). The client counts are measured in
+--rounds interleaved rounds (1, 8, 1, 8, ...): this machine's speed drifts by tens of percent from
+minute to minute, so the 8-vs-1 ratio is taken within each round and the table gives the median of
+the rounds' ratios and of their other figures. Every token arrives as its own chunk
 (`lmzoo_token_stats: true`), so inter-token latency is measured per token. Reported: requests/s,
 aggregate tokens/s, p50/p99 time to first token and inter-token latency, errors, and the server's
 RSS after warm-up, at the end, its peak, and its growth over each half of a run (sampled every
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +55,7 @@ class Settings:
     seconds: float = 20.0
     long_clients: int = 32   # the endurance run after the others (0: none)
     long_seconds: float = 60.0
+    rounds: int = 3          # interleaved repetitions of the `clients` runs
     max_tokens: int = 32
     threads: int = 2
     max_batch: int = 32
@@ -60,6 +65,8 @@ class Settings:
             raise SystemExit(f"client counts must be between 1 and {MAX_CLIENTS}")
         if not 0 < self.seconds <= MAX_SECONDS or not 0 <= self.long_seconds <= MAX_SECONDS:
             raise SystemExit(f"durations must be between 0 and {MAX_SECONDS} seconds")
+        if not 1 <= self.rounds <= 10:
+            raise SystemExit("rounds must be between 1 and 10")
 
 
 @dataclass
@@ -197,17 +204,18 @@ def run_arch(model_dir: Path, settings: Settings, log=print) -> list[dict]:
     rows = []
     try:
         asyncio.run(load(url, 2, 1.0, 4))  # warm-up: first forwards, allocator
-        runs = [(n, settings.seconds) for n in settings.clients]
+        runs = [(n, settings.seconds, r) for r in range(settings.rounds) for n in settings.clients]
         if settings.long_clients:
-            runs.append((settings.long_clients, settings.long_seconds))
-        for clients, seconds in runs:
+            runs.append((settings.long_clients, settings.long_seconds, None))  # the endurance run
+        for clients, seconds, round_ in runs:
             rss_before = rss_mb(proc.pid)
             with RssSampler(proc.pid) as sampler:
                 results, elapsed = asyncio.run(load(url, clients, seconds, settings.max_tokens))
-            row = {"clients": clients, **summarise(results, elapsed), "rss_before_mb": round(rss_before, 1),
-                   "rss_after_mb": round(rss_mb(proc.pid), 1), "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1),
-                   "rss_trace_mb": sampler.trace, **sampler.growth()}
-            log(json.dumps(row))
+            row = {"clients": clients, "round": round_, **summarise(results, elapsed),
+                   "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_mb(proc.pid), 1),
+                   "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1), "rss_trace_mb": sampler.trace,
+                   **sampler.growth()}
+            log(json.dumps({k: v for k, v in row.items() if k != "rss_trace_mb"}))
             rows.append(row)
     finally:
         proc.terminate()
@@ -231,6 +239,28 @@ def run(settings: Settings, log=print) -> dict:
     return data
 
 
+def combine(rounds: list[dict]) -> dict:
+    """One table row from the rounds of one client count: medians of the rates and latencies,
+    errors and seconds summed, memory from the first round's start to the last round's end."""
+    median = lambda key: statistics.median(r[key] for r in rounds) if None not in [r[key] for r in rounds] else None  # noqa: E731
+    out = {key: median(key) for key in ("requests_per_s", "tokens_per_s", "ttft_p50_ms", "ttft_p99_ms",
+                                        "itl_p50_ms", "itl_p99_ms")}
+    return {**out, "clients": rounds[0]["clients"], "rounds": len(rounds),
+            "seconds": sum(r["seconds"] for r in rounds), "errors": sum(r["errors"] for r in rounds),
+            "rss_before_mb": rounds[0]["rss_before_mb"], "rss_after_mb": rounds[-1]["rss_after_mb"],
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rounds),
+            "rss_growth_first_half_mb": rounds[-1]["rss_growth_first_half_mb"],
+            "rss_growth_second_half_mb": rounds[-1]["rss_growth_second_half_mb"]}
+
+
+def ratios_to_one_client(runs: list[dict], clients: int) -> list[float]:
+    """tokens/s of `clients` over one client's, within each round."""
+    by_round = {(r["round"], r["clients"]): r["tokens_per_s"] for r in runs if r.get("round") is not None}
+    rounds = sorted({rnd for rnd, _ in by_round})
+    return [by_round[(rnd, clients)] / by_round[(rnd, 1)] for rnd in rounds
+            if (rnd, 1) in by_round and (rnd, clients) in by_round and by_round[(rnd, 1)] > 0]
+
+
 def halves(row: dict) -> str:
     first, second = row.get("rss_growth_first_half_mb"), row.get("rss_growth_second_half_mb")
     return "-" if first is None else f"{first:+.0f} / {second:+.0f}"
@@ -242,24 +272,37 @@ def render_markdown(data: dict) -> str:
              f"{s['threads']} threads)", "", common.command_header(data), "",
              f"Streaming completions of {s['max_tokens']} tokens, sampled, back to back per client over loopback; "
              f"server `--max-batch {s['max_batch']}`, a fresh untrained model (bytes tokenizer). Tokens/s counts "
-             "every streamed token of every client; TTFT includes queueing. Load average before the run: "
-             f"{data['load_average_before'][0]:.1f} (figures from a busy machine are not comparable).", ""]
+             "every streamed token of every client; TTFT includes queueing. The client counts "
+             f"{', '.join(map(str, s['clients']))} ran in {s['rounds']} interleaved round(s) of {s['seconds']:g} s: "
+             "rates and latencies are the medians of the rounds, \"vs 1 client\" the median of the ratios taken "
+             "within each round (each round's ratios in brackets); the endurance run ran once, after them. "
+             f"Load average before the run: {data['load_average_before'][0]:.1f} (figures from a busy machine "
+             "are not comparable).", ""]
     rows, speedups = [], []
     for arch, runs in data["archs"].items():
-        single = next((r["tokens_per_s"] for r in runs if r["clients"] == 1), None)
-        for r in runs:
-            ratio = f"{r['tokens_per_s'] / single:.2f}x" if single else "-"
-            rows.append([arch, r["clients"], r["seconds"], r["requests_per_s"], r["tokens_per_s"], ratio,
+        timed = [r for r in runs if r.get("round") is not None]
+        counts = list(dict.fromkeys(r["clients"] for r in timed))
+        table = [(combine([r for r in timed if r["clients"] == n]), ratios_to_one_client(runs, n), False)
+                 for n in counts]
+        single = next((row["tokens_per_s"] for row, _, _ in table if row["clients"] == 1), None)
+        table += [(r, [r["tokens_per_s"] / single] if single else [], True)  # vs the median single client
+                  for r in runs if r.get("round") is None]
+        for r, ratios, endurance in table:
+            ratio = "-"
+            if ratios:
+                each = " / ".join(f"{x:.2f}" for x in ratios)
+                ratio = f"{statistics.median(ratios):.2f}x" + (f" ({each})" if len(ratios) > 1 else "")
+            rows.append([arch, r["clients"], round(r["seconds"], 1), r["requests_per_s"], r["tokens_per_s"], ratio,
                          r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"], r["errors"],
                          f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} ({r['peak_rss_mb']:.0f})",
                          halves(r)])
-            if r["clients"] == 8 and single:
-                speedups.append(f"{arch} {r['tokens_per_s'] / single:.2f}x")
+            if r["clients"] == 8 and ratios and not endurance:
+                speedups.append(f"{arch} {statistics.median(ratios):.2f}x")
     lines.append(common.markdown_table(
         ["arch", "clients", "s", "req/s", "tokens/s", "vs 1 client", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms",
          "ITL p99 ms", "errors", "server RSS MB before → after (peak)", "RSS growth MB, 1st / 2nd half"], rows))
     if speedups:
-        lines += ["", f"Goal: 8 clients ≥ 3x one client's tokens/s; measured: {', '.join(speedups)}."]
+        lines += ["", f"Goal: 8 clients ≥ 3x one client's tokens/s; measured (median of rounds): {', '.join(speedups)}."]
     return "\n".join(lines)
 
 
@@ -273,6 +316,7 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--seconds", type=float, default=d.seconds)
     p.add_argument("--long-clients", type=int, default=d.long_clients, help="endurance run's clients (0: none)")
     p.add_argument("--long-seconds", type=float, default=d.long_seconds)
+    p.add_argument("--rounds", type=int, default=d.rounds, help="interleaved repetitions of the --clients runs")
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--max-batch", type=int, default=d.max_batch)
@@ -281,7 +325,7 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
                    help="measure nothing: rewrite the docs section from a results file")
     a = p.parse_args(argv)
     settings = Settings(a.archs, a.size, a.model, a.clients, a.seconds, a.long_clients, a.long_seconds,
-                        a.max_tokens, a.threads, a.max_batch)
+                        a.rounds, a.max_tokens, a.threads, a.max_batch)
     return settings, a
 
 

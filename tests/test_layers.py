@@ -88,6 +88,14 @@ def test_rope_beyond_the_cached_positions_is_computed_and_the_cache_stays_bounde
     rope(x), rope(x, start=10_000)
     assert rope._cos.shape[0] == 32
 
+@pytest.mark.parametrize("start", [0, 5, torch.tensor([0, 7, 3])], ids=["zero", "int", "per-row"])
+def test_rope_pair_rotates_queries_and_keys_as_two_calls(start):
+    rope = RotaryEmbedding(8)
+    q, k = torch.randn(3, 4, 2, 8), torch.randn(3, 2, 2, 8)  # grouped: fewer key heads
+    got_q, got_k = rope.pair(q, k, start)
+    assert torch.equal(got_q, rope(q, start)) and torch.equal(got_k, rope(k, start))
+
+
 def test_grouped_matmul_matches_loop_forward_and_backward():
     torch.manual_seed(0)
     x = torch.randn(50, 16, requires_grad=True)

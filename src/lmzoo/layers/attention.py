@@ -46,7 +46,7 @@ class Attention(nn.Module):
         v = v.view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rope(q, start), self.rope(k, start)
+        q, k = self.rope.pair(q, k, start)
         mask, is_causal = None, False
         if cache is not None:
             k, v, mask = cache.update(k, v, start)

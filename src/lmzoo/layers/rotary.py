@@ -47,19 +47,24 @@ class RotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, start: int | torch.Tensor = 0) -> torch.Tensor:
         """x: [B, H, L, Dh] -> same shape, rotated for positions start..start+L-1 (`start` an int,
         or a LongTensor [B] of per-row starts)."""
-        length = x.shape[-2]
+        return self._rotate(x, *self._cos_sin(x.shape[-2], start, x.device))
+
+    def pair(self, q: torch.Tensor, k: torch.Tensor, start: int | torch.Tensor = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(self(q, start), self(k, start))` with the angles looked up (or computed) once."""
+        cos, sin = self._cos_sin(q.shape[-2], start, q.device)
+        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+
+    def _cos_sin(self, length: int, start: int | torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(start, torch.Tensor):
             # Per-row positions: the angles computed directly (the same float64 formula as the
             # tables, so the same values), with no table lookup that would need max(start).
             positions = start[:, None] + torch.arange(length, device=start.device)
             cos, sin = self._angles(positions.reshape(-1))
-            return self._rotate(x, cos.view(-1, 1, length, cos.shape[-1]), sin.view(-1, 1, length, sin.shape[-1]))
+            return cos.view(-1, 1, length, cos.shape[-1]), sin.view(-1, 1, length, sin.shape[-1])
         if start + length > self.CACHE_LIMIT:
-            cos, sin = self._angles(torch.arange(start, start + length, device=x.device))
-        else:
-            cos, sin = self._tables(start + length, x.device)
-            cos, sin = cos[start:start + length], sin[start:start + length]
-        return self._rotate(x, cos, sin)
+            return self._angles(torch.arange(start, start + length, device=device))
+        cos, sin = self._tables(start + length, device)
+        return cos[start:start + length], sin[start:start + length]
 
     def rotate_at(self, x: torch.Tensor, positions: torch.Tensor, end: int | None) -> torch.Tensor:
         """x: [N, H, Dh] rows at absolute `positions` [N], all < `end` (gathered tokens) -> rotated;

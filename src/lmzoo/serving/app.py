@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -105,12 +106,46 @@ class CountRequests:
         await self.app(scope, receive, counting_send)
 
 
+class Mailbox:
+    """Events from the engine thread to the request handlers' queues on the event loop. A step
+    makes one event per active request; the first schedules one delivery and the rest join it, so
+    the loop wakes once per step, not once per request (and takes the GIL from the engine once)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue, object]] = []
+
+    def post(self, queue: asyncio.Queue, event) -> None:  # from the engine thread
+        with self._lock:
+            self._items.append((queue, event))
+            if len(self._items) > 1:
+                return  # a delivery is already scheduled and will take this one too
+        try:
+            self.loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the event loop closed: the server is shutting down
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, event in items:
+            queue.put_nowait(event)
+
+
 class Server:
     """The /v1 handlers, sharing the model, its tokenizer, the options and the engine."""
 
     def __init__(self, model, tokenizer, options: ServerOptions, engine: Engine):
         self.model, self.tokenizer, self.options, self.engine = model, tokenizer, options, engine
         self.created = int(time.time())
+        self._mailbox: Mailbox | None = None
+
+    def mailbox(self) -> Mailbox:
+        loop = asyncio.get_running_loop()
+        if self._mailbox is None or self._mailbox.loop is not loop:
+            self._mailbox = Mailbox(loop)
+        return self._mailbox
 
     async def completions(self, request: Request):
         body = await self.read_body(request)
@@ -168,15 +203,9 @@ class Server:
 
     async def answer(self, request: Request, req: GenerationRequest, chat: bool):
         ids = self.encode(req)
-        loop, events = asyncio.get_running_loop(), asyncio.Queue()
-
-        def emit(event) -> None:  # from the engine thread
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, event)
-            except RuntimeError:  # the event loop closed: the server is shutting down
-                pass
-
-        job = Job(ids, req.sampling, emit, token_stats=req.token_stats and req.stream)
+        mailbox, events = self.mailbox(), asyncio.Queue()
+        job = Job(ids, req.sampling, lambda event: mailbox.post(events, event),
+                  token_stats=req.token_stats and req.stream)
         self.engine.submit(job)
         reply = Reply(self.tokenizer, self.options.name, chat, req)
         if req.stream:
