@@ -7,8 +7,11 @@ spike, a segment close or a new block of rotary angles counts as a user would pa
 are reached in increasing order by one prefill per architecture (each timed run starts from a copy of the state, so every run sees the
 same context). The runs of every architecture at every context are interleaved in one schedule
 (common.interleaved_timings), so load that drifts during the run hits all of them alike.
-Reported: tokens/s, ms/token, the ratio to the `transformer`'s tokens/s at each context, and the
-fitted exponent of ms/token against context (0 = flat; a full KV cache tends towards 1).
+Reported: tokens/s, ms/token, the ratio to the `transformer`'s tokens/s at each context, the
+fitted exponent of ms/token against context (0 = flat; a full KV cache tends towards 1), and the
+aten operator calls one step makes at the first context (counted by torch.profiler in separate,
+untimed steps): at micro size and batch 1 a step's time is mostly per-call overhead, so this
+count explains much of the gap between architectures.
 
     python benchmarks/decode_context.py --threads 2
 """
@@ -56,6 +59,17 @@ def decode_run(model, state, logits: torch.Tensor, tokens: int, device: str):
     return run
 
 
+def aten_calls_per_step(model, state, logits: torch.Tensor, steps: int = 4) -> float:
+    """aten operator calls (nested ones included) per one-token step, from a copy of `state`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    copy, token = state.take(torch.arange(1)), logits.argmax(-1, keepdim=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            model(token, state=copy, logits_to_keep=1)
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / steps
+
+
 def summarise(ms: dict[str, dict[int, float]], baseline: str = BASELINE) -> dict[str, dict]:
     """{arch: {context: ms/token}} -> per arch: per-context tok/s, ms/token and ratio to
     `baseline`'s tok/s (when measured), and the fitted exponent of ms/token vs context."""
@@ -85,7 +99,7 @@ def run(args) -> dict:
     ids = ids.to(args.device)
     states = {a: m.init_state() for a, m in models.items()}
     logits, fed, ms, prefill_s = {}, 0, {a: {} for a in models}, {a: 0.0 for a in models}
-    runs = {}
+    runs, calls = {}, {}
     with torch.inference_mode():
         for context in contexts:
             for a, m in models.items():  # advance every state to this context (untimed), keep a copy
@@ -94,6 +108,8 @@ def run(args) -> dict:
                 prefill_s[a] += time.perf_counter() - begin
                 runs[f"{a}@{context}"] = decode_run(m, states[a].take(torch.arange(1)), logits[a], args.tokens,
                                                     args.device)
+                if context == contexts[0]:
+                    calls[a] = aten_calls_per_step(m, states[a], logits[a])
             fed = context
         # Every (architecture, context) run interleaved in one schedule, so drifting load hits all alike.
         timings = common.interleaved_timings(runs, args.warmup, args.repeats, max_rounds=args.max_rounds)
@@ -104,7 +120,10 @@ def run(args) -> dict:
              "seconds": timings.seconds}
     settings = {k: getattr(args, k) for k in ("archs", "contexts", "size", "tokens", "repeats", "warmup",
                                               "max_rounds", "chunk", "device", "threads")}
-    return {**info, "settings": settings, "results": summarise(ms), "timings": noise,
+    results = summarise(ms)
+    for a, n in calls.items():
+        results[a]["aten_calls_per_step"] = n
+    return {**info, "settings": settings, "results": results, "timings": noise,
             "prefill_seconds": prefill_s, "state_mb": {a: s.nbytes() / 1e6 for a, s in states.items()}}
 
 
@@ -115,7 +134,7 @@ def render_markdown(data: dict) -> str:
     has_base = BASELINE in results
     if has_base:
         header += [f"x {BASELINE} @{c}" for c in contexts]
-    header += ["exponent (ms/token vs context)", "state MB at max context"]
+    header += ["exponent (ms/token vs context)", "state MB at max context", f"aten calls per step @{contexts[0]}"]
     rows = []
     for arch, res in results.items():
         cells = [f"`{arch}`"]
@@ -123,7 +142,8 @@ def render_markdown(data: dict) -> str:
                   for c in contexts]
         if has_base:
             cells += [f"{res['contexts'][str(c)].get('ratio_to_' + BASELINE, float('nan')):.2f}x" for c in contexts]
-        cells += ["-" if res["exponent"] is None else f"{res['exponent']:.3f}", f"{data['state_mb'][arch]:.1f}"]
+        cells += ["-" if res["exponent"] is None else f"{res['exponent']:.3f}", f"{data['state_mb'][arch]:.1f}",
+                  f"{res['aten_calls_per_step']:.0f}" if "aten_calls_per_step" in res else "-"]
         rows.append(cells)
     calm = data["timings"]["calm"]
     lines = ["## One-token cached decoding against context (issue 19 goal 4)", "", common.command_header(data), "",

@@ -36,3 +36,12 @@ def test_summary_ratios_exponents_and_markdown(bench):
     assert "1.25x the `transformer`'s tokens/s at context 1024 (goal >= 1.0x: met)" in text
     assert "0.80x the `transformer`'s tokens/s at context 1024 (goal >= 1.0x: not met)" in text
     assert "(flat: met)" in text
+
+
+def test_a_tiny_run_counts_the_aten_calls_of_a_step(bench):
+    args = bench.parse_args(["--archs", "transformer", "spike-walze", "--size", "nano", "--contexts", "16", "32",
+                             "--tokens", "2", "--repeats", "1", "--warmup", "0", "--max-rounds", "1", "--threads", "1"])
+    data = bench.run(args)
+    calls = {arch: res["aten_calls_per_step"] for arch, res in data["results"].items()}
+    assert all(n > 20 for n in calls.values()), calls  # a step is many operator calls, counted per step
+    assert "aten calls per step @16" in bench.render_markdown(data)
