@@ -9,6 +9,7 @@ FSDP run loses its last checkpoint and its metrics and is resumed into `root/NAM
 the processes once for all of this is what keeps the six-architecture contract affordable.
 """
 import argparse
+import gc
 import json
 import shutil
 import sys
@@ -46,6 +47,7 @@ def main(spec_path: str) -> None:
             train(resumed, flags + args, fsdp=True)
         if dist.get_rank() == 0:
             print(f"done {name}", file=sys.stderr, flush=True)
+    gc.collect()  # no DDP wrapper may outlive the group (see lmzoo.training.distributed.shutdown)
     dist.barrier()
     dist.destroy_process_group()
 
