@@ -163,11 +163,13 @@ class BatchDecoder:
     def _forward(self, ids: torch.Tensor, state) -> list[RowOutput]:
         """One model call over the rows of `state`; each row's output for its last token."""
         was_training = self.model.training
-        self.model.eval()
+        if was_training:  # eval() and train() walk every module: not on each step of a model in eval mode
+            self.model.eval()
         try:
             out = self.model(ids.to(self.model.device), state=state, logits_to_keep=1,
                              token_stats=self.token_stats)
         finally:
-            self.model.train(was_training)
+            if was_training:
+                self.model.train()
         return [RowOutput(out.logits[row, -1], {name: value[row, -1] for name, value in out.token_stats.items()})
                 for row in range(ids.shape[0])]
