@@ -5,6 +5,9 @@ sit at different positions) through `lmzoo.batching.BatchDecoder`, then decoded 
 model call per step for all rows. Aggregate decode tokens/s (R tokens per step, prefill excluded)
 is compared with one row, and with the same rows stepped one after another, each with its own
 state (what the decoder did before batching; the instance is told `mixed_positions = False`).
+Admission: what a server pays when a request joins the largest batch, a prompt of --admit-prompt
+tokens prefilled and joined (`add`) and later dropped (`remove`), in ms and in batched steps of
+that batch; a server whose requests are short pays it once per few steps.
 
     python benchmarks/batched_decode.py --size micro --threads 2
 """
@@ -47,8 +50,18 @@ def decode_seconds(decoder: BatchDecoder, tokens: dict[int, int], steps: int, de
     return common.stopwatch(run, device)
 
 
+def admission_seconds(decoder: BatchDecoder, prompt_length: int, device: str) -> float:
+    """One request joining and leaving the decoder's batch: prefill + join, then remove."""
+    prompt = torch.randint(0, decoder.model.config.vocab_size, (prompt_length,), generator=torch.Generator())
+
+    def admit_and_drop():
+        handle, _ = decoder.add(prompt)
+        decoder.remove(handle)
+    return common.stopwatch(admit_and_drop, device)
+
+
 def measure(arch: str, size: str, rows_list: list[int], max_prompt: int, steps: int, repeats: int,
-            device: str) -> dict:
+            device: str, admit_prompt: int = 36) -> dict:
     torch.manual_seed(0)
     model = lmzoo.create_model(arch, size).to(device).eval()
     mixed = type(model).mixed_positions
@@ -63,6 +76,13 @@ def measure(arch: str, size: str, rows_list: list[int], max_prompt: int, steps: 
         t = common.interleaved_timings(timed, warmup=1, repeats=repeats)
         result["rows"][rows] = {name: rows * steps / common.median(t.seconds[name]) for name in runs}
         result["rows"][rows]["timings_s"] = t.seconds
+    if mixed and admit_prompt:
+        decoder, _ = runs["batched"]  # the largest batch
+        admit = common.interleaved_timings({"admit": lambda: admission_seconds(decoder, admit_prompt, device)},
+                                           warmup=1, repeats=repeats)
+        step_s = rows / result["rows"][rows]["batched"]
+        result["admission"] = {"rows": rows, "prompt": admit_prompt, "ms": 1000 * common.median(admit.seconds["admit"]),
+                               "steps": common.median(admit.seconds["admit"]) / step_s}
     model.mixed_positions = mixed
     single = result["rows"][rows_list[0]]["batched"] if rows_list[0] == 1 else None
     for rows, r in result["rows"].items():
@@ -76,12 +96,14 @@ def render(data: dict) -> str:
     header = ["architecture"] + [f"{r} row{'s' if r > 1 else ''} tok/s" for r in rows_list]
     header += [f"{r} rows vs 1 row" for r in rows_list if r > 1]
     header += [f"{r} rows batched vs one by one" for r in rows_list if r > 1]
+    header += [f"admit a {data['settings'].get('admit_prompt', 36)}-token prompt to {rows_list[-1]} rows: ms (steps)"]
     table = []
     for res in data["results"]:
         r = res["rows"]
         table.append([res["arch"], *(f"{r[n]['batched']:.0f}" for n in rows_list),
                       *(f"**{r[n]['vs_one_row']:.2f}x**" for n in rows_list if n > 1),
-                      *(f"{r[n]['vs_one_by_one']:.2f}x" for n in rows_list if n > 1)])
+                      *(f"{r[n]['vs_one_by_one']:.2f}x" for n in rows_list if n > 1),
+                      f"{res['admission']['ms']:.1f} ({res['admission']['steps']:.1f})" if "admission" in res else "-"])
     s = data["settings"]
     return "\n".join([
         f"## Batched decoding at mixed positions ({s['device']})", "",
@@ -90,6 +112,8 @@ def render(data: dict) -> str:
         f"(every row at its own position), then {s['steps']} decode steps of all rows; aggregate decode tokens/s "
         f"(prefill excluded), median of {s['repeats']} repeats. \"vs 1 row\": aggregate tokens/s over one row's; "
         "\"one by one\": the same rows each with its own state, stepped in turn (the decoder before batching). "
+        "Admit: one request prefilled and joined to the largest batch, then removed (median ms; in brackets, "
+        "in batched steps of that batch). "
         f"Load average before the run: {data['load_average_before'][0]:.1f}.", "",
         common.markdown_table(header, table)])
 
@@ -102,6 +126,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max-prompt", type=int, default=256, help="longest prompt; the others are shorter")
     p.add_argument("--steps", type=int, default=16, help="decode steps per timed repeat")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--admit-prompt", type=int, default=36, help="prompt tokens of the timed admission (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
     p.add_argument("--no-write", action="store_true")
@@ -111,10 +136,10 @@ def main(argv=None) -> dict:
     rows = sorted(set(args.rows) | {1})
     data = {**common.run_info(args.device),
             "settings": {"size": args.size, "rows": rows, "max_prompt": args.max_prompt, "steps": args.steps,
-                         "repeats": args.repeats, "device": args.device}}
+                         "repeats": args.repeats, "device": args.device, "admit_prompt": args.admit_prompt}}
     with torch.no_grad():
-        data["results"] = [measure(a, args.size, rows, args.max_prompt, args.steps, args.repeats, args.device)
-                           for a in archs]
+        data["results"] = [measure(a, args.size, rows, args.max_prompt, args.steps, args.repeats, args.device,
+                                   args.admit_prompt) for a in archs]
     common.publish(NAME, data, render(data), write=not args.no_write, device=args.device)
     return data
 

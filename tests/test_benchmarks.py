@@ -445,6 +445,8 @@ def test_batched_decode_reports_each_row_count(one_thread):
     rows = data["results"][0]["rows"]
     assert set(rows) == {1, 2} and all(r["batched"] > 0 for r in rows.values())
     assert rows[2]["one_by_one"] > 0 and rows[2]["vs_one_row"] == rows[2]["batched"] / rows[1]["batched"]
+    admission = data["results"][0]["admission"]
+    assert admission["rows"] == 2 and admission["prompt"] == 36 and admission["ms"] > 0 and admission["steps"] > 0
 
 
 def test_train_profile_sorts_ops_and_reports_both_models(one_thread):
