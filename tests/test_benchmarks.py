@@ -1,19 +1,10 @@
 """Smoke tests of the benchmark scripts (benchmarks/): they run, and they write what they claim."""
-import importlib
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name):
-    # The scripts import each other by plain name (benchmarks/ is a folder, not a package).
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module(name)
+from benchmark_scripts import load
 
 
 @pytest.fixture(scope="module")

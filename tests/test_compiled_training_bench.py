@@ -1,19 +1,13 @@
 """benchmarks/compiled_training.py: the table and the HF lines from known timings (fast), and a
 real run at nano size (slow: four Inductor compilations)."""
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
+from benchmark_scripts import load
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("compiled_training")
+    return load("compiled_training")
 
 
 def row(tokens_per_s, flops_per_token=1e6, first=30.0):

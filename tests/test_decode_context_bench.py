@@ -1,19 +1,13 @@
 """The pure logic of benchmarks/decode_context.py: ratios to the transformer, the fitted exponent,
 the flat verdict and the rendered goal lines."""
-import importlib
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
+from benchmark_scripts import load
 
 @pytest.fixture(scope="module")
 def bench():
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("decode_context")
+    return load("decode_context")
 
 
 def test_summary_ratios_exponents_and_markdown(bench):

@@ -1,10 +1,7 @@
 """The load test of `lmzoo serve` (benchmarks/serve_load.py): a short run here, the 32 x 60 s one in test-all."""
 import asyncio
-import importlib
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,14 +14,12 @@ from lmzoo.serving.app import ServerOptions, create_app  # noqa: E402
 from lmzoo.serving.requests import Limits  # noqa: E402
 from lmzoo.serving.runner import ServerThread  # noqa: E402
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_scripts import load  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def serve_load():
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("serve_load")
+    return load("serve_load")
 
 
 def test_four_clients_for_three_seconds_stream_without_errors(serve_load):
