@@ -52,7 +52,8 @@ def decode_seconds(decoder: BatchDecoder, tokens: dict[int, int], steps: int, de
 
 def admission_seconds(decoder: BatchDecoder, prompt_length: int, device: str) -> float:
     """One request joining and leaving the decoder's batch: prefill + join, then remove."""
-    prompt = torch.randint(0, decoder.model.config.vocab_size, (prompt_length,), generator=torch.Generator())
+    g = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, decoder.model.config.vocab_size, (prompt_length,), generator=g)
 
     def admit_and_drop():
         handle, _ = decoder.add(prompt)

@@ -242,9 +242,10 @@ def run(settings: Settings, log=print) -> dict:
 def combine(rounds: list[dict]) -> dict:
     """One table row from the rounds of one client count: medians of the rates and latencies,
     errors and seconds summed, memory from the first round's start to the last round's end."""
-    median = lambda key: statistics.median(r[key] for r in rounds) if None not in [r[key] for r in rounds] else None  # noqa: E731
-    out = {key: median(key) for key in ("requests_per_s", "tokens_per_s", "ttft_p50_ms", "ttft_p99_ms",
-                                        "itl_p50_ms", "itl_p99_ms")}
+    out = {}
+    for key in ("requests_per_s", "tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms"):
+        values = [r[key] for r in rounds]
+        out[key] = None if None in values else statistics.median(values)  # None: a round with no tokens
     return {**out, "clients": rounds[0]["clients"], "rounds": len(rounds),
             "seconds": sum(r["seconds"] for r in rounds), "errors": sum(r["errors"] for r in rounds),
             "rss_before_mb": rounds[0]["rss_before_mb"], "rss_after_mb": rounds[-1]["rss_after_mb"],

@@ -5,6 +5,7 @@ import pytest
 
 from benchmark_scripts import load
 
+
 @pytest.fixture(scope="module")
 def bench():
     return load("compiled_training")

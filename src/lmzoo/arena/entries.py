@@ -16,7 +16,7 @@ import torch
 from lmzoo.errors import LmzooError
 from lmzoo.locking import output_lock
 from lmzoo.training.config import TrainConfig
-from lmzoo.training.distributed import DistEnv, init_distributed, shutdown
+from lmzoo.training.distributed import DistEnv, init_distributed, run_then_leave
 from lmzoo.training.evaluate import evaluate
 from lmzoo.training.tasks import Pretraining
 from lmzoo.training.trainer import StopRequest, Trainer
@@ -99,13 +99,8 @@ def train_entry(cfg: TrainConfig, deadline_s: float | None, test_data=None) -> E
     the schedule follows the clock too, and the run ends when its training time reaches it."""
     task = ClockedPretraining(cfg, deadline_s)
     env = init_distributed(cfg.device)
-    try:
-        result = _train_and_measure(cfg, env, task, deadline_s, test_data)  # the trainer ends with it
-    except BaseException as err:
-        shutdown(env, wait_for_peers=False, error=err)
-        raise
-    shutdown(env, wait_for_peers=False)
-    return result
+    return run_then_leave(env, lambda: _train_and_measure(cfg, env, task, deadline_s, test_data),
+                          wait_for_peers=False)
 
 
 def _train_and_measure(cfg: TrainConfig, env: DistEnv, task: ClockedPretraining, deadline_s: float | None,

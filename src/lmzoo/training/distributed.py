@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Callable, NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lmzoo.devices import resolve_device
 
 _FULL_ON_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def shutdown(env: DistEnv, wait_for_peers: bool = True, error: BaseException | N
     `error`, its traceback's frames are cleared here). A DDP `Reducer` that outlives the group
     holds its last reference, and its destructor then joins gloo's worker threads while holding
     the GIL; a worker that is still releasing a finished collective's tensors needs the GIL, so
-    the process hangs after a completed run (seen about once in 25 torchrun launches here). Freed
+    the process hangs after a completed run (a race: it happened in CI). Freed
     while the group is still registered, the Reducer drops an ordinary reference, and the group
     itself goes through torch's GIL-releasing destructor.
     """
@@ -89,6 +90,19 @@ def shutdown(env: DistEnv, wait_for_peers: bool = True, error: BaseException | N
         # Tearing the group down under a peer still inside a collective aborts that peer.
         dist.barrier()
     dist.destroy_process_group()
+
+
+def run_then_leave(env: DistEnv, work: Callable[[], T], wait_for_peers: bool = True) -> T:
+    """`work()`, then `shutdown`. Whatever `work` builds (the trainer, its DDP wrapper) lives in
+    its own frame, gone by the time the group is destroyed; on an error the traceback's frames are
+    cleared first (see `shutdown`)."""
+    try:
+        result = work()
+    except BaseException as err:
+        shutdown(env, wait_for_peers=False, error=err)
+        raise
+    shutdown(env, wait_for_peers=wait_for_peers)
+    return result
 
 
 def exit_process(code: int) -> NoReturn:

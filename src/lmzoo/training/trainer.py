@@ -53,7 +53,7 @@ from lmzoo.training.distributed import (
     init_distributed,
     load_optimizer_state,
     local_tensor,
-    shutdown,
+    run_then_leave,
     wrap_model,
 )
 from lmzoo.training.metrics import MetricsLogger, StepMeter, format_row, warn
@@ -108,13 +108,7 @@ def run_training(cfg: LoopConfig, task: Task | None = None, verbose: bool = True
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = init_distributed(cfg.device)
-    try:
-        result = _train_locked(cfg, env, task, verbose)  # the trainer (and its DDP wrapper) ends with it
-    except BaseException as err:
-        shutdown(env, wait_for_peers=False, error=err)
-        raise
-    shutdown(env)
-    return result
+    return run_then_leave(env, lambda: _train_locked(cfg, env, task, verbose))
 
 
 def _train_locked(cfg: LoopConfig, env: DistEnv, task: Task, verbose: bool) -> dict:
