@@ -1,12 +1,14 @@
 """Load test of `lmzoo serve`: N concurrent streaming clients for T seconds, on loopback only.
 
 For each architecture a server is started as its own process (`lmzoo --threads K serve`, a fresh
-model of the given size saved to a temporary directory, unless --model names a saved one); then,
-for each client count N, N clients each send streaming completions back to back for T seconds
-(requests still running at T finish; nothing starts after). The client counts are measured in
---rounds interleaved rounds (1, 8, 1, 8, ...): this machine's speed drifts by tens of percent from
-minute to minute, so the 8-vs-1 ratio is taken within each round and the table gives the median of
-the rounds' ratios and of their other figures. Every token arrives as its own chunk
+model of the given size saved to a temporary directory, unless --model names a saved one), one per
+`--engine-threads` value given (the server's default split when none is: all K threads but one for
+the engine, the other for the HTTP front end); then, for each client count N, N clients each send
+streaming completions back to back for T seconds (requests still running at T finish; nothing
+starts after). The servers and client counts are measured in --rounds interleaved rounds (1, 8 on
+each server, then again, ...): this machine's speed drifts by tens of percent from minute to minute,
+so the 8-vs-1 ratio is taken within each round and the table gives the median of the rounds'
+ratios and of their other figures. Every token arrives as its own chunk
 (`lmzoo_token_stats: true`), so inter-token latency is measured per token. Reported: requests/s,
 aggregate tokens/s, p50/p99 time to first token and inter-token latency, errors, and the server's
 RSS after warm-up, at the end, its peak, and its growth over each half of a run (sampled every
@@ -14,6 +16,7 @@ second: growth that stops in the second half is allocator pools filling, growth 
 a leak).
 
     python benchmarks/serve_load.py                          # the goals in docs/benchmarks.md
+    python benchmarks/serve_load.py --engine-threads 1 2     # the server's split against all threads for the engine
     python benchmarks/serve_load.py --archs transformer --size nano --clients 4 --seconds 3 --no-write
 """
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Settings:
     max_tokens: int = 32
     threads: int = 2
     max_batch: int = 32
+    engine_threads: list[int] = field(default_factory=list)  # one server per value; empty: the server's default
 
     def __post_init__(self) -> None:
         if not all(1 <= n <= MAX_CLIENTS for n in [*self.clients, self.long_clients or 1]):
@@ -67,6 +71,8 @@ class Settings:
             raise SystemExit(f"durations must be between 0 and {MAX_SECONDS} seconds")
         if not 1 <= self.rounds <= 10:
             raise SystemExit("rounds must be between 1 and 10")
+        if any(n < 1 for n in self.engine_threads):
+            raise SystemExit("engine threads must be >= 1")
 
 
 @dataclass
@@ -77,17 +83,26 @@ class Request:
     error: str | None = None
 
 
-def start_server(model_dir: Path, settings: Settings) -> tuple[subprocess.Popen, str]:
+@dataclass
+class Served:
+    proc: subprocess.Popen
+    url: str
+    engine_threads: int  # as the server reported it
+
+
+def start_server(model_dir: Path, settings: Settings, engine_threads: int | None = None) -> Served:
     command = [sys.executable, "-m", "lmzoo.cli.main", "--threads", str(settings.threads), "serve", str(model_dir),
                "--port", "0", "--max-batch", str(settings.max_batch), "--max-queue", str(4 * MAX_CLIENTS),
                "--max-tokens", str(settings.max_tokens)]
+    if engine_threads is not None:
+        command += ["--engine-threads", str(engine_threads)]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # stdout: access log
     for line in proc.stderr:
-        found = re.search(r"http://[\d.]+:\d+", line)
+        found = re.search(r"engine on (\d+) CPU thread.*(http://[\d.]+:\d+)", line)
         if "serving" in line and found:
             # The server logs each request to stderr: drain it so the pipe never fills and blocks it.
             threading.Thread(target=drain, args=(proc.stderr,), daemon=True).start()
-            return proc, found.group(0)
+            return Served(proc, found.group(2), int(found.group(1)))
     raise RuntimeError(f"the server did not start (exit status {proc.wait()})")
 
 
@@ -200,26 +215,31 @@ def summarise(results: list[Request], elapsed: float) -> dict:
 
 
 def run_arch(model_dir: Path, settings: Settings, log=print) -> list[dict]:
-    proc, url = start_server(model_dir, settings)
+    servers = []
     rows = []
     try:
-        asyncio.run(load(url, 2, 1.0, 4))  # warm-up: first forwards, allocator
-        runs = [(n, settings.seconds, r) for r in range(settings.rounds) for n in settings.clients]
-        if settings.long_clients:
-            runs.append((settings.long_clients, settings.long_seconds, None))  # the endurance run
-        for clients, seconds, round_ in runs:
-            rss_before = rss_mb(proc.pid)
-            with RssSampler(proc.pid) as sampler:
-                results, elapsed = asyncio.run(load(url, clients, seconds, settings.max_tokens))
-            row = {"clients": clients, "round": round_, **summarise(results, elapsed),
-                   "rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_mb(proc.pid), 1),
-                   "peak_rss_mb": round(rss_mb(proc.pid, "VmHWM"), 1), "rss_trace_mb": sampler.trace,
-                   **sampler.growth()}
+        for threads in settings.engine_threads or [None]:
+            servers.append(start_server(model_dir, settings, threads))
+            asyncio.run(load(servers[-1].url, 2, 1.0, 4))  # warm-up: first forwards, allocator
+        runs = [(server, n, settings.seconds, r) for r in range(settings.rounds) for server in servers
+                for n in settings.clients]
+        if settings.long_clients:  # the endurance run, on the first server
+            runs.append((servers[0], settings.long_clients, settings.long_seconds, None))
+        for server, clients, seconds, round_ in runs:
+            pid = server.proc.pid
+            rss_before = rss_mb(pid)
+            with RssSampler(pid) as sampler:
+                results, elapsed = asyncio.run(load(server.url, clients, seconds, settings.max_tokens))
+            row = {"engine_threads": server.engine_threads, "clients": clients, "round": round_,
+                   **summarise(results, elapsed), "rss_before_mb": round(rss_before, 1),
+                   "rss_after_mb": round(rss_mb(pid), 1), "peak_rss_mb": round(rss_mb(pid, "VmHWM"), 1),
+                   "rss_trace_mb": sampler.trace, **sampler.growth()}
             log(json.dumps({k: v for k, v in row.items() if k != "rss_trace_mb"}))
             rows.append(row)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for server in servers:
+            server.proc.terminate()
+            server.proc.wait(30)
     return rows
 
 
@@ -262,6 +282,27 @@ def ratios_to_one_client(runs: list[dict], clients: int) -> list[float]:
             if (rnd, 1) in by_round and (rnd, clients) in by_round and by_round[(rnd, 1)] > 0]
 
 
+def by_engine_threads(runs: list[dict], threads: int) -> dict[int, list[dict]]:
+    """An architecture's runs per server, by its engine threads (results from before servers
+    split their threads gave the engine all of them)."""
+    out: dict[int, list[dict]] = {}
+    for r in runs:
+        out.setdefault(r.get("engine_threads", threads), []).append(r)
+    return out
+
+
+def table_rows(runs: list[dict]) -> list[tuple[dict, list[float], bool]]:
+    """One server's table rows: (row, its ratios to one client, whether it is the endurance run).
+    Rounds are combined per client count; the endurance run is set against the median single client."""
+    timed = [r for r in runs if r.get("round") is not None]
+    counts = list(dict.fromkeys(r["clients"] for r in timed))
+    table = [(combine([r for r in timed if r["clients"] == n]), ratios_to_one_client(runs, n), False)
+             for n in counts]
+    single = next((row["tokens_per_s"] for row, _, _ in table if row["clients"] == 1), None)
+    return table + [(r, [r["tokens_per_s"] / single] if single else [], True)
+                    for r in runs if r.get("round") is None]
+
+
 def halves(row: dict) -> str:
     first, second = row.get("rss_growth_first_half_mb"), row.get("rss_growth_second_half_mb")
     return "-" if first is None else f"{first:+.0f} / {second:+.0f}"
@@ -276,32 +317,32 @@ def render_markdown(data: dict) -> str:
              "every streamed token of every client; TTFT includes queueing. The client counts "
              f"{', '.join(map(str, s['clients']))} ran in {s['rounds']} interleaved round(s) of {s['seconds']:g} s: "
              "rates and latencies are the medians of the rounds, \"vs 1 client\" the median of the ratios taken "
-             "within each round (each round's ratios in brackets); the endurance run ran once, after them. "
+             "within each round (each round's ratios in brackets); the endurance run ran once, after them, on the "
+             "first server. \"engine threads\": the decoding engine's torch threads out of the "
+             f"{s['threads']} the server was given (`lmzoo --threads {s['threads']} serve --engine-threads N`; "
+             "the rest are the HTTP front end's); several servers per architecture ran in the same rounds. "
              f"Load average before the run: {data['load_average_before'][0]:.1f} (figures from a busy machine "
              "are not comparable).", ""]
     rows, speedups = [], []
     for arch, runs in data["archs"].items():
-        timed = [r for r in runs if r.get("round") is not None]
-        counts = list(dict.fromkeys(r["clients"] for r in timed))
-        table = [(combine([r for r in timed if r["clients"] == n]), ratios_to_one_client(runs, n), False)
-                 for n in counts]
-        single = next((row["tokens_per_s"] for row, _, _ in table if row["clients"] == 1), None)
-        table += [(r, [r["tokens_per_s"] / single] if single else [], True)  # vs the median single client
-                  for r in runs if r.get("round") is None]
-        for r, ratios, endurance in table:
-            ratio = "-"
-            if ratios:
-                each = " / ".join(f"{x:.2f}" for x in ratios)
-                ratio = f"{statistics.median(ratios):.2f}x" + (f" ({each})" if len(ratios) > 1 else "")
-            rows.append([arch, r["clients"], round(r["seconds"], 1), r["requests_per_s"], r["tokens_per_s"], ratio,
-                         r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"], r["errors"],
-                         f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} ({r['peak_rss_mb']:.0f})",
-                         halves(r)])
-            if r["clients"] == 8 and ratios and not endurance:
-                speedups.append(f"{arch} {statistics.median(ratios):.2f}x")
+        for threads, served in by_engine_threads(runs, s["threads"]).items():
+            label = f"{arch} {threads} engine thread(s)"
+            for r, ratios, endurance in table_rows(served):
+                ratio = "-"
+                if ratios:
+                    each = " / ".join(f"{x:.2f}" for x in ratios)
+                    ratio = f"{statistics.median(ratios):.2f}x" + (f" ({each})" if len(ratios) > 1 else "")
+                rows.append([arch, threads, r["clients"], round(r["seconds"], 1), r["requests_per_s"],
+                             r["tokens_per_s"], ratio, r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"],
+                             r["itl_p99_ms"], r["errors"],
+                             f"{r['rss_before_mb']:.0f} → {r['rss_after_mb']:.0f} ({r['peak_rss_mb']:.0f})",
+                             halves(r)])
+                if r["clients"] == 8 and ratios and not endurance:
+                    speedups.append(f"{label} {statistics.median(ratios):.2f}x")
     lines.append(common.markdown_table(
-        ["arch", "clients", "s", "req/s", "tokens/s", "vs 1 client", "TTFT p50 ms", "TTFT p99 ms", "ITL p50 ms",
-         "ITL p99 ms", "errors", "server RSS MB before → after (peak)", "RSS growth MB, 1st / 2nd half"], rows))
+        ["arch", "engine threads", "clients", "s", "req/s", "tokens/s", "vs 1 client", "TTFT p50 ms", "TTFT p99 ms",
+         "ITL p50 ms", "ITL p99 ms", "errors", "server RSS MB before → after (peak)", "RSS growth MB, 1st / 2nd half"],
+        rows))
     if speedups:
         lines += ["", f"Goal: 8 clients ≥ 3x one client's tokens/s; measured (median of rounds): {', '.join(speedups)}."]
     return "\n".join(lines)
@@ -321,12 +362,14 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--max-tokens", type=int, default=d.max_tokens)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--max-batch", type=int, default=d.max_batch)
+    p.add_argument("--engine-threads", type=int, nargs="+", default=[],
+                   help="one server per value, measured in the same rounds (default: the server's own split)")
     p.add_argument("--no-write", action="store_true", help="print only; leave results/ and docs/ alone")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="measure nothing: rewrite the docs section from a results file")
     a = p.parse_args(argv)
     settings = Settings(a.archs, a.size, a.model, a.clients, a.seconds, a.long_clients, a.long_seconds,
-                        a.rounds, a.max_tokens, a.threads, a.max_batch)
+                        a.rounds, a.max_tokens, a.threads, a.max_batch, a.engine_threads)
     return settings, a
 
 

@@ -179,7 +179,7 @@ OPTIONS = {  # every option of every verb -> its kind in BAD_VALUES
     ("serve",): {"model": "model", "--host": "free", "--port": "count0", "--name": "free", "--max-batch": "count",
                  "--max-queue": "count0", "--max-tokens": "count", "--default-max-tokens": "count",
                  "--max-prompt-tokens": "count", "--max-body-bytes": "count", "--api-key": "free",
-                 "--cors-origin": "free", "--device": "device"},
+                 "--cors-origin": "free", "--device": "device", "--engine-threads": "count"},
 }
 for verb_options in OPTIONS.values():  # a global option, accepted after every verb
     verb_options.setdefault("--threads", "count")

@@ -14,6 +14,7 @@ import torch
 
 import lmzoo
 from lmzoo.cli.main import main
+from lmzoo.cli.serve_commands import engine_threads
 from lmzoo.generation import generate_text
 from lmzoo.tokenizers import get_tokenizer
 
@@ -229,7 +230,7 @@ def test_cli_serves_a_saved_model_with_an_api_key(tmp_path):
             assert lines[-1], f"the server exited before it started: {''.join(lines)}"
         line = lines[-1]
         url = re.search(r"http://[\d.]+:\d+", line).group(0)
-        assert "API key required" in line
+        assert "API key required" in line and "engine on 1 CPU thread(s)" in line
         denied = httpx.post(url + "/v1/completions", json={"model": "m", "prompt": "a"})
         assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
         client = openai.OpenAI(base_url=url + "/v1", api_key="sekrit", max_retries=0)
@@ -247,10 +248,16 @@ def test_cli_serves_a_saved_model_with_an_api_key(tmp_path):
     (["--max-queue", "-1"], "--max-queue must be >= 0"),
     (["--default-max-tokens", "600"], "over --max-tokens"),
     (["--port", "70000"], "--port must be between"),
+    (["--engine-threads", "0"], "--engine-threads must be >= 1"),
 ])
 def test_cli_refuses_bad_flags(tmp_path, capsys, argv, message):
     assert main(["serve", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_engine_leaves_one_cpu_thread_to_the_http_front_end_unless_told():
+    assert [engine_threads(None, n) for n in (1, 2, 16)] == [1, 1, 15]
+    assert engine_threads(2, 2) == 2 and engine_threads(4, 1) == 4
 
 
 def test_text_stream_holds_back_partial_characters_and_stop_strings():

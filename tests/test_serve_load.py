@@ -49,23 +49,43 @@ def test_report_and_bounds(serve_load):
         sampler.trace[-1] - sampler.trace[0], abs=0.2)
 
 
+def synthetic_row(clients, round_, tokens_per_s, **extra):
+    return {"clients": clients, "round": round_, "requests": 1, "errors": 0, "seconds": 5.0,
+            "requests_per_s": 1.0, "tokens_per_s": tokens_per_s, "ttft_p50_ms": 10.0, "ttft_p99_ms": 20.0,
+            "itl_p50_ms": 5.0, "itl_p99_ms": 9.0, "rss_before_mb": 100.0, "rss_after_mb": 101.0,
+            "peak_rss_mb": 102.0, "rss_growth_first_half_mb": 0.0, "rss_growth_second_half_mb": 0.0, **extra}
+
+
+def report(serve_load, runs: list[dict]) -> str:
+    data = {"settings": {**vars(serve_load.Settings(clients=[1, 8], seconds=5)), "model": None},
+            "archs": {"transformer": runs}, "load_average_before": [0.1, 0.1, 0.1]}
+    data.update({"command": "x", "date": "d", "machine": {}, "threads": 2})
+    return serve_load.render_markdown(data)
+
+
 def test_rounds_give_the_median_of_ratios_taken_within_each_round(serve_load):
-    def row(clients, round_, tokens_per_s):
-        return {"clients": clients, "round": round_, "requests": 1, "errors": 0, "seconds": 5.0,
-                "requests_per_s": 1.0, "tokens_per_s": tokens_per_s, "ttft_p50_ms": 10.0, "ttft_p99_ms": 20.0,
-                "itl_p50_ms": 5.0, "itl_p99_ms": 9.0, "rss_before_mb": 100.0, "rss_after_mb": 101.0,
-                "peak_rss_mb": 102.0, "rss_growth_first_half_mb": 0.0, "rss_growth_second_half_mb": 0.0}
+    row = synthetic_row
     # The machine slows down in round 1: raw tokens/s would mix rounds, ratios within a round do not.
     runs = [row(1, 0, 100.0), row(8, 0, 320.0), row(1, 1, 50.0), row(8, 1, 140.0), row(1, 2, 90.0),
             row(8, 2, 300.0), row(32, None, 400.0)]
     assert serve_load.ratios_to_one_client(runs, 8) == pytest.approx([3.2, 2.8, 300 / 90])
-    data = {"settings": {**vars(serve_load.Settings(clients=[1, 8], seconds=5)), "model": None},
-            "archs": {"transformer": runs}, "load_average_before": [0.1, 0.1, 0.1]}
-    data.update({"command": "x", "date": "d", "machine": {}, "threads": 2})
-    markdown = serve_load.render_markdown(data)
-    assert "| transformer | 8 | 15.0 | 1.0 | 300.0 | 3.20x (3.20 / 2.80 / 3.33) |" in markdown
-    assert "| transformer | 32 | 5.0 | 1.0 | 400.0 | 4.44x |" in markdown  # vs the median single client
-    assert "measured (median of rounds): transformer 3.20x" in markdown
+    markdown = report(serve_load, runs)  # rows from before servers split threads: the engine had all 2
+    assert "| transformer | 2 | 8 | 15.0 | 1.0 | 300.0 | 3.20x (3.20 / 2.80 / 3.33) |" in markdown
+    assert "| transformer | 2 | 32 | 5.0 | 1.0 | 400.0 | 4.44x |" in markdown  # vs the median single client
+    assert "measured (median of rounds): transformer 2 engine thread(s) 3.20x" in markdown
+
+
+def test_servers_with_different_engine_threads_are_reported_apart(serve_load):
+    runs = [synthetic_row(1, 0, 100.0, engine_threads=1), synthetic_row(8, 0, 350.0, engine_threads=1),
+            synthetic_row(1, 0, 80.0, engine_threads=2), synthetic_row(8, 0, 200.0, engine_threads=2),
+            synthetic_row(32, None, 500.0, engine_threads=1)]
+    markdown = report(serve_load, runs)
+    assert "| transformer | 1 | 8 | 5.0 | 1.0 | 350.0 | 3.50x |" in markdown
+    assert "| transformer | 2 | 8 | 5.0 | 1.0 | 200.0 | 2.50x |" in markdown
+    assert "| transformer | 1 | 32 | 5.0 | 1.0 | 500.0 | 5.00x |" in markdown  # against its own server's one client
+    assert "transformer 1 engine thread(s) 3.50x, transformer 2 engine thread(s) 2.50x" in markdown
+    with pytest.raises(SystemExit, match="engine threads"):
+        serve_load.Settings(engine_threads=[0])
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from lmzoo.errors import LmzooError
 
 DEFAULT_MAX_TOKENS = 128
@@ -29,7 +31,22 @@ def register(verbs) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:N or mps")
+    p.add_argument("--engine-threads", type=int, default=None,
+                   help="CPU threads the decoding engine computes with (default: all the CPU threads, from --threads "
+                        "or torch's choice, but one, which the HTTP front end keeps; at least 1)")
     p.set_defaults(run=run_serve)
+
+
+def engine_threads(requested: int | None, available: int) -> int:
+    """The engine's torch threads: as asked, or all but one of the `available` threads. The event
+    loop that parses requests and writes streams needs a core of its own: sharing every core with the
+    engine's parallel regions stalls both (each region waits for its slowest thread, and a thread
+    that yields its core to the loop is the slowest; measured in docs/serving.md)."""
+    if requested is not None:
+        if requested < 1:
+            raise LmzooError(f"--engine-threads must be >= 1, got {requested}")
+        return requested
+    return max(1, available - 1)
 
 
 def server_options(args):
@@ -65,11 +82,13 @@ def run_serve(args) -> None:
     from lmzoo.devices import resolve_device
 
     options = server_options(args)
+    threads = engine_threads(args.engine_threads, torch.get_num_threads())
     sock = bind(args.host, args.port)  # before loading: a port in use fails at once
     model, tokenizer = load_model_and_tokenizer(args.model, resolve_device(args.device))
+    torch.set_num_threads(threads)
     host, port = sock.getsockname()[:2]
-    print(f"lmzoo: serving '{options.name}' ({model.config.arch}) on http://{host}:{port} "
-          f"(playground at /, API at /v1{', API key required' if options.api_key else ''})", file=sys.stderr)
+    print(f"lmzoo: serving '{options.name}' ({model.config.arch}, engine on {threads} CPU thread(s)) "
+          f"on http://{host}:{port} (playground at /, API at /v1{', API key required' if options.api_key else ''})", file=sys.stderr)
     try:
         make_server(create_app(model, tokenizer, options)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the Ctrl-C: the usual way to stop
