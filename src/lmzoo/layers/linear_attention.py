@@ -68,13 +68,17 @@ def recurrent_linear_attention(q, k, v, start: int | torch.Tensor, window: int, 
     return torch.stack(outs, dim=2)
 
 
-def linear_attention_step(q, k, v, restart: bool, state: LinearAttentionState) -> torch.Tensor:
-    """One token of every row at the same position (q, k, v [B, H, 1, dh], feature-mapped), from
-    sums `state` already holds: `recurrent_linear_attention`'s arithmetic in fewer, fused ops
-    (decoding). Out of place, so autograd and states shared by `take` copies stay safe."""
+def linear_attention_step(q, k, v, restart: bool | torch.Tensor, state: LinearAttentionState) -> torch.Tensor:
+    """One token of every row (q, k, v [B, H, 1, dh], feature-mapped), from sums `state` already
+    holds: `recurrent_linear_attention`'s arithmetic in fewer, fused ops (decoding). `restart`:
+    whether the token starts a window, for all rows or per row ([B] bool, rows at their own
+    positions). Out of place, so autograd and states shared by `take` copies stay safe."""
     B, H, _, dh = q.shape
     kt, qt = k.view(B, H, dh), q.view(B, H, 1, dh)
-    if restart:  # a new window: the sums restart (0 + x = x, as in the general form)
+    if isinstance(restart, torch.Tensor):  # per row: the restarting rows' sums times 0 (a product, not a
+        keep = (~restart).to(kt.dtype)[:, None, None]  # select with a broadcast mask, which is 10x slower)
+        S, z = torch.addcmul(state.S * keep[..., None], kt[..., :, None], v), torch.addcmul(kt, state.z, keep)
+    elif restart:  # a new window: the sums restart (0 + x = x, as in the general form)
         S, z = kt[..., :, None] * v, kt
     else:
         S, z = torch.addcmul(state.S, kt[..., :, None], v), state.z + kt
@@ -147,8 +151,7 @@ class LocalLinearAttention(nn.Module):
     def forward(self, x: torch.Tensor, start: int | torch.Tensor = 0,
                 state: LinearAttentionState | None = None) -> torch.Tensor:
         B, n, _ = x.shape
-        if n == 1 and isinstance(start, int) and state is not None and state.S is not None and \
-                (self.conv is None or state.tail is not None):
+        if n == 1 and state is not None and state.S is not None and (self.conv is None or state.tail is not None):
             return self.step(x, start, state)
         h = x
         if self.conv is not None:
@@ -164,9 +167,9 @@ class LocalLinearAttention(nn.Module):
             y = chunked_linear_attention(q, k, v, start, self.window, self.overlap, state)
         return self.out(y.to(x.dtype).transpose(1, 2).reshape(B, n, -1))
 
-    def step(self, x: torch.Tensor, start: int, state: LinearAttentionState) -> torch.Tensor:
-        """One token (x [B, 1, D]) of rows at the same position `start`, continuing `state`: the
-        decoding path of `forward` without its per-chunk machinery (same math, fewer ops)."""
+    def step(self, x: torch.Tensor, start: int | torch.Tensor, state: LinearAttentionState) -> torch.Tensor:
+        """One token (x [B, 1, D]) per row, at position `start` (an int, or [B] per row), continuing
+        `state`: the decoding path of `forward` without its per-chunk machinery (same math, fewer ops)."""
         B = x.shape[0]
         h = x
         if self.conv is not None:  # the short conv on [tail, x]: one product and one sum over taps

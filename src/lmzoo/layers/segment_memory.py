@@ -10,8 +10,9 @@ the open segment's inputs, the slots' keys and values and the GRU state, all of 
 
 Rows at different positions (a batch whose rows joined at different steps) feed one token each
 (`step_rows`): every token reads its row's memory and GRU state as they stand, and only the rows
-whose segment that token closes push a summary and step the GRU (`torch.where` over the rows;
-the summaries are computed only in a call where some row closes a segment).
+whose segment that token closes push a summary (only those rows' FIFOs are moved) and step the
+GRU (`torch.where` over the rows); the summaries are computed only in a call where some row
+closes a segment.
 """
 from __future__ import annotations
 
@@ -187,19 +188,27 @@ class GlobalMemoryGate(nn.Module):
     def step_rows(self, x: torch.Tensor, h: torch.Tensor, segment: SegmentGrid | None, closing: torch.Tensor,
                   doc: torch.Tensor, state: MemoryState) -> torch.Tensor:
         """One token per row (x, h [B, 1, D]; `doc` [B] its document): it reads the FIFO as it stands;
-        rows whose segment it closes (`closing` [B]) then push the summary of their full `segment`
-        (None when no row closes one)."""
+        rows whose segment it closes (`closing`: their indices) then push the summary of their
+        full `segment` (None when no row closes one)."""
         B = x.shape[0]
         out = self.read_one(x, h, doc, state)
-        docs = state.docs
         if segment is not None:
-            keys, values = self.kv(self.pool(segment)).view(B, 1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            push = closing[:, None, None, None]
-            state.keys = torch.where(push, torch.cat((state.keys[:, :, 1:], keys), 2), state.keys)
-            state.values = torch.where(push, torch.cat((state.values[:, :, 1:], values), 2), state.values)
-            docs = torch.where(closing[:, None], torch.cat((docs[:, 1:], doc[:, None]), 1), docs)
-        state.docs = docs - doc[:, None]
+            # Only the closing rows' FIFOs move, in place: a select over every row with a broadcast
+            # mask, into fresh tensors, cost more than the rest of the step.
+            summary = self.pool(segment).index_select(0, closing)
+            keys, values = self.kv(summary).view(-1, 1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            push_rows(state.keys, closing, keys, dim=2)
+            push_rows(state.values, closing, values, dim=2)
+            push_rows(state.docs, closing, doc.index_select(0, closing)[:, None], dim=1)
+        state.docs = state.docs - doc[:, None]
         return out
+
+
+def push_rows(fifo: torch.Tensor, rows: torch.Tensor, new: torch.Tensor, dim: int) -> None:
+    """Shift rows `rows` of `fifo` one place along `dim` and put `new` (those rows' entries) at the
+    end, in place (a state owns its tensors: `take`, `select` and `join` all copy)."""
+    mine = fifo.index_select(0, rows)
+    fifo.index_copy_(0, rows, torch.cat((mine.narrow(dim, 1, mine.shape[dim] - 1), new.to(fifo.dtype)), dim))
 
 
 class CompressionState(LayerState):

@@ -132,6 +132,7 @@ class EfficiaContext(BlockContext):
     below: torch.Tensor | None = None     # the block below's GRU states after each segment (CCU input)
     fusion: list = field(default_factory=list)  # per block [B, n, streams] weights, when token_stats is asked
     closing: torch.Tensor | None = None   # rows at different positions: [B] whether the token closes a segment
+    closing_rows: torch.Tensor | None = None  # and the indices of the rows where it does
     any_closing: bool = False             # whether any row does (read once, on the host)
     one_token: bool = False               # one token, every row at the same position (decoding)
     plain_docs: bool = False              # no end-of-document id: every document id is 0
@@ -250,7 +251,7 @@ class EfficiaBlock(nn.Module):
         segment = full_segment(state.open_stream, state.open_docs) if context.any_closing else None
         streams, updates = [lcp], [lcp - x]
         if self.gmg is not None:
-            gmg = self.gmg.step_rows(lcp, h, segment, context.closing, doc, state.memory)
+            gmg = self.gmg.step_rows(lcp, h, segment, context.closing_rows, doc, state.memory)
             streams.append(gmg)
             updates.append(gmg - x)
         if self.ccu is not None:
@@ -318,6 +319,7 @@ class EfficiaLM(CausalLM):
         if state is not None and state.per_row:  # which rows' tokens close a segment, read on the host
             closing = (state.position + 1) % self.config.segment == 0
             context.closing, context.any_closing = closing.to(input_ids.device), bool(closing.any())
+            context.closing_rows = closing.nonzero().squeeze(1).to(input_ids.device)
         return context
 
     def backbone(self, input_ids: torch.Tensor, state: State | None, context: EfficiaContext):
