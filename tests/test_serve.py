@@ -117,16 +117,22 @@ def test_concurrent_requests_share_decoding_steps_and_each_gets_its_own_text(ser
     assert results[prompts[-1]] == sampled_alone
 
 
-def test_token_stats_come_with_each_chunk_when_asked(served):
+def test_token_stats_come_with_each_chunk_when_asked(served, monkeypatch):
+    decoder, asked = served.app.state.engine.decoder, []
+    for name in ("prefill", "step"):  # record whether each model call gathered statistics
+        real = getattr(decoder, name)
+        monkeypatch.setattr(decoder, name, lambda *a, real=real, **o: asked.append(o["token_stats"]) or real(*a, **o))
     body = {"model": NAME, "prompt": "Hi", "max_tokens": 3, "temperature": 0, "stream": True,
             "lmzoo_token_stats": True}
     chunks = sse_chunks(served.url + "/v1/completions", body)
+    assert asked == [True, True, True]  # the prefill and two steps
     stats = [c["lmzoo"] for c in chunks if "lmzoo" in c]
     assert len(stats) == 3
     assert stats[0]["input"] == "i" and all(s["ms"] > 0 for s in stats)
     assert all(s["token_stats"]["expert"] in range(4) for s in stats)  # complexity: the expert each input went to
     plain = sse_chunks(served.url + "/v1/completions", {**body, "lmzoo_token_stats": False})
     assert not any("lmzoo" in c for c in plain)
+    assert asked[3:] == [False, False, False]  # nobody asked: the model gathered none
 
 
 def test_models_health_and_metrics(served):
@@ -206,7 +212,7 @@ def test_a_failing_step_fails_its_requests_and_the_server_goes_on(served, monkey
     decoder = served.app.state.engine.decoder
     real_step = decoder.step
 
-    def broken_once(tokens):
+    def broken_once(tokens, **options):
         monkeypatch.setattr(decoder, "step", real_step)
         raise RuntimeError("out of memory")
 
@@ -215,6 +221,74 @@ def test_a_failing_step_fails_its_requests_and_the_server_goes_on(served, monkey
     assert failed.status_code == 500 and "out of memory" in failed.json()["error"]["message"]
     assert httpx.get(served.url + "/health").json()["active"] == 0
     assert served.client.completions.create(model=NAME, prompt="a", max_tokens=3).usage.completion_tokens == 3
+
+
+def long_stream_server():
+    model, tok = make_model("transformer")
+    return ServerThread(create_app(model, tok, ServerOptions(NAME, Limits(max_tokens=5000), max_batch=4)))
+
+
+def test_rows_keep_decoding_while_a_prompt_is_prefilled_and_a_failed_prefill_fails_only_its_request(monkeypatch):
+    with long_stream_server() as server:
+        decoder = server.server.config.app.state.engine.decoder
+        real_prefill, entered, release = decoder.prefill, threading.Event(), threading.Event()
+        threads = []
+
+        def slow_then_broken(prompts, **options):
+            threads.append(threading.current_thread().name)
+            entered.set()
+            release.wait(10)
+            raise RuntimeError("prefill exploded")
+
+        body = {"prompt": "Hi", "max_tokens": 5000, "temperature": 0, "stream": True}
+        with httpx.Client() as client, client.stream("POST", server.url + "/v1/completions", json=body) as stream:
+            lines = (line for line in stream.iter_lines() if line.startswith("data: {"))
+            next(lines)  # the long request is being decoded
+            monkeypatch.setattr(decoder, "prefill", slow_then_broken)
+            failing = threading.Thread(target=lambda: threads.append(httpx.post(
+                server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)))
+            failing.start()
+            assert entered.wait(10)
+            for _ in range(20):  # tokens keep coming while the other prompt sits in its prefill
+                next(lines)
+            release.set()
+            failing.join(30)
+            monkeypatch.setattr(decoder, "prefill", real_prefill)
+            next(lines)  # and after it failed
+        assert threads[0] == "lmzoo-prefill"
+        assert threads[1].status_code == 500 and "prefill exploded" in threads[1].json()["error"]["message"]
+        answer = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2})
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 2
+
+
+def test_a_client_gone_during_its_prefill_gets_no_row(monkeypatch):
+    with long_stream_server() as server:
+        engine = server.server.config.app.state.engine
+        real_prefill, entered, release = engine.decoder.prefill, threading.Event(), threading.Event()
+
+        def held(prompts, **options):
+            entered.set()
+            release.wait(10)
+            return real_prefill(prompts, **options)
+
+        real_cancel, cancelled = engine.cancel, threading.Event()
+
+        def cancel(job):
+            real_cancel(job)
+            cancelled.set()
+
+        monkeypatch.setattr(engine.decoder, "prefill", held)
+        monkeypatch.setattr(engine, "cancel", cancel)
+        body = {"prompt": "Hi", "max_tokens": 5000, "stream": True}
+        with httpx.Client() as client, client.stream("POST", server.url + "/v1/completions", json=body):
+            assert entered.wait(10)
+        assert cancelled.wait(10)  # the stream closed while its prompt was in the prefill
+        release.set()
+        deadline = time.monotonic() + 5
+        while httpx.get(server.url + "/health").json()["active"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert httpx.get(server.url + "/health").json()["active"] == 0
+        assert metric(server, "lmzoo_decode_steps_total") == 0  # it was never stepped
 
 
 def test_cli_serves_a_saved_model_with_an_api_key(tmp_path):

@@ -19,8 +19,7 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"RoPE needs an even head dim, got {head_dim}")
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
-        self._cos: torch.Tensor | None = None
-        self._sin: torch.Tensor | None = None
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None  # (cos, sin) for the first positions
 
     def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles = torch.outer(positions.to(torch.float64), self.inv_freq.to(positions.device, torch.float64))
@@ -29,10 +28,13 @@ class RotaryEmbedding(nn.Module):
                 torch.cat((-angles.sin(), angles.sin()), -1).float())
 
     def _tables(self, end: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._cos is None or self._cos.shape[0] < end or self._cos.device != device:
-            length = min(max(end, 2 * (0 if self._cos is None else self._cos.shape[0]), 256), self.CACHE_LIMIT)
-            self._cos, self._sin = self._angles(torch.arange(length, device=device))
-        return self._cos, self._sin
+        # Read and replaced as one attribute: a server runs prefills and decode steps on two
+        # threads, and a grown cos beside the old sin would be a torn table.
+        table = self._table
+        if table is None or table[0].shape[0] < end or table[0].device != device:
+            length = min(max(end, 2 * (0 if table is None else table[0].shape[0]), 256), self.CACHE_LIMIT)
+            table = self._table = self._angles(torch.arange(length, device=device))
+        return table
 
     def _at(self, positions: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         if end > self.CACHE_LIMIT:

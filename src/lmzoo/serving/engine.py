@@ -1,10 +1,13 @@
-"""The decoding loop: one background thread steps every active request together (continuous batching).
+"""The decoding loop: two background threads serve every request together (continuous batching).
 
-Request handlers `submit` a `Job` and read its events; the engine thread owns the model and
-the `BatchDecoder`. Each turn of its loop drops cancelled requests (a client that went away
-frees its row before the next step), admits waiting requests into free rows (prefilled together,
-one call per prompt length, then joined to the batch), then feeds every row its last sampled token in one `step` and samples the next one per
-row, with that request's own parameters (and generator, for a `seed`).
+Request handlers `submit` a `Job` and read its events. The prefill thread takes waiting jobs while
+rows are free and runs their prompts through the model (`BatchDecoder.prefill`, one call per
+prompt length); the decode thread owns the `BatchDecoder`'s rows. Each turn of its loop drops
+cancelled requests (a client that went away frees its row before the next step), joins the
+prompts prefilled meanwhile to the batch and samples their first tokens, then feeds every row its
+last sampled token in one `step` and samples the next one per row, with that request's own
+parameters (and generator, for a `seed`). A prefill thus runs beside the decode steps (on another
+core: the model's ops release the GIL) instead of stopping every other request while it runs.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmzoo.batching import BatchDecoder, RowOutput
+from lmzoo.batching import BatchDecoder, Prefilled, RowOutput
 from lmzoo.generation import filter_top_k_top_p
 from lmzoo.serving.errors import ApiError
 from lmzoo.serving.metrics import Metrics
@@ -52,7 +55,7 @@ class Failed:
     message: str
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: found in the queue by identity
 class Job:
     prompt_ids: list[int]
     sampling: Sampling
@@ -79,56 +82,96 @@ class Engine:
     def __init__(self, model, tokenizer, max_batch: int, max_queue: int, metrics: Metrics):
         self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
         self.max_batch, self.max_queue = max_batch, max_queue
-        self.decoder = BatchDecoder(model, max_rows=max_batch, token_stats=True)
+        # The model must stay in eval mode: two threads run it, and train()/eval() would race.
+        self.decoder = BatchDecoder(model.eval(), max_rows=max_batch)
         self._rows: dict[int, Row] = {}
         self._waiting: deque[Job] = deque()
-        self._wake = threading.Condition()
+        self._ready: list[tuple[list[Job], Prefilled | Exception]] = []  # prefilled, to join between steps
+        self._taken = 0  # jobs taken from the queue and not yet finished: rows, prefilling or ready
+        self._wake = threading.Condition()  # both threads wait on it; every change notifies both
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="lmzoo-engine", daemon=True)
+        self._threads = [threading.Thread(target=self._decode_loop, name="lmzoo-decode", daemon=True),
+                         threading.Thread(target=self._prefill_loop, name="lmzoo-prefill", daemon=True)]
 
     # ---- called from request handlers -----------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         with self._wake:
             self._stopping = True
-            self._wake.notify()
-        self._thread.join()
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join()
 
     def submit(self, job: Job) -> None:
         """Queue a job, or refuse it with 429 when the queue is full."""
         with self._wake:
-            free_rows = self.max_batch - len(self._rows)
+            free_rows = self.max_batch - self._taken
             if len(self._waiting) >= self.max_queue + free_rows:
                 self.metrics.rejected.inc()
                 raise ApiError(429, f"the server is busy ({len(self._waiting)} requests waiting); retry shortly",
                                code="queue_full", kind="rate_limit_error", headers={"Retry-After": "1"})
             self._waiting.append(job)
             self.metrics.queue_length.set(len(self._waiting))
-            self._wake.notify()
+            self._wake.notify_all()
 
     def cancel(self, job: Job) -> None:
         """Stop a job (its client went away); its row is freed before the next step."""
         with self._wake:
             job.cancelled = True
-            self._wake.notify()
+            if job in self._waiting:  # still queued: it leaves the queue now
+                self._waiting.remove(job)
+            self._wake.notify_all()
 
     def load(self) -> dict[str, int]:
-        return {"active": len(self._rows), "waiting": len(self._waiting)}
+        return {"active": self._taken, "waiting": len(self._waiting)}
 
-    # ---- the engine thread ----------------------------------------------------------------
-    def _loop(self) -> None:
+    # ---- the prefill thread -----------------------------------------------------------------
+    def _prefill_loop(self) -> None:
         while True:
             with self._wake:
-                self._drop_cancelled()
-                while not self._stopping and not self._rows and not self._waiting:
+                while not self._stopping and not (self._waiting and self._taken < self.max_batch):
                     self._wake.wait()
                 if self._stopping:
                     return
-                admitted = self._take_waiting()
-            if admitted:
-                self._guarded(lambda: self._admit(admitted), admitted)
+                jobs = self._take_waiting()
+            if not jobs:
+                continue
+            try:
+                prefilled = self.decoder.prefill([job.prompt_ids for job in jobs],
+                                                 token_stats=any(job.token_stats for job in jobs))
+            except Exception as err:  # noqa: BLE001 - these requests fail, the server goes on
+                log.exception("prefill failed")
+                prefilled = err
+            with self._wake:
+                self._ready.append((jobs, prefilled))
+                self._wake.notify_all()
+
+    def _take_waiting(self) -> list[Job]:
+        """Waiting jobs for the free rows (cancelled ones are dropped); called holding the lock."""
+        jobs = []
+        while self._waiting and self._taken < self.max_batch:
+            job = self._waiting.popleft()
+            if not job.cancelled:
+                jobs.append(job)
+                self._taken += 1
+        self.metrics.queue_length.set(len(self._waiting))
+        return jobs
+
+    # ---- the decode thread --------------------------------------------------------------------
+    def _decode_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping and not self._rows and not self._ready:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                ready, self._ready = self._ready, []
+            self._drop_cancelled()
+            for jobs, prefilled in ready:
+                self._guarded(lambda: self._admit(jobs, prefilled), jobs)
             if self._rows:
                 self._guarded(self._step)
             self.metrics.observe_load(len(self._rows), len(self._waiting), self.decoder.nbytes())
@@ -136,32 +179,33 @@ class Engine:
     def _drop_cancelled(self) -> None:
         for handle in [h for h, row in self._rows.items() if row.job.cancelled]:
             self._remove(handle)
-        if any(job.cancelled for job in self._waiting):
-            self._waiting = deque(job for job in self._waiting if not job.cancelled)
-
-    def _take_waiting(self) -> list[Job]:
-        admitted = []
-        while self._waiting and len(self._rows) + len(admitted) < self.max_batch:
-            admitted.append(self._waiting.popleft())
-        return admitted
 
     def _guarded(self, work: Callable[[], None], admitting: list[Job] = ()) -> None:
-        """Run `work`; if the model fails, fail every affected request (the server stays up)."""
+        """Run `work`; if it fails, fail every affected request (the server stays up)."""
         try:
             work()
         except Exception as err:  # noqa: BLE001 - one bad request must not stop the server
             log.exception("decoding failed")
+            in_rows = {id(row.job) for row in self._rows.values()}
             jobs = {id(job): job for job in [*(row.job for row in self._rows.values()), *admitting]}
             for handle in list(self._rows):
                 self._remove(handle)
+            self._release(sum(id(job) not in in_rows for job in admitting))  # those that got no row
             for job in jobs.values():
                 job.emit(Failed(f"decoding failed: {type(err).__name__}: {err}"))
 
-    def _admit(self, jobs: list[Job]) -> None:
-        """Prefill the requests that arrived during the last step together (one call per prompt length)."""
+    def _admit(self, jobs: list[Job], prefilled: Prefilled | Exception) -> None:
+        """Join prompts prefilled on the prefill thread to the batch and sample their first tokens."""
+        if isinstance(prefilled, Exception):
+            raise prefilled
+        handles = self.decoder.join(prefilled)
         outputs = {}
-        for job, (handle, out) in zip(jobs, self.decoder.add_many([job.prompt_ids for job in jobs])):
+        for job, handle, out in zip(jobs, handles, prefilled.outputs):
             self.metrics.prompt_tokens.inc(len(job.prompt_ids))
+            if job.cancelled:  # its client went away during the prefill
+                self.decoder.remove(handle)
+                self._release(1)
+                continue
             seed = job.sampling.seed
             generator = torch.Generator(device=self.model.device).manual_seed(seed) if seed is not None else None
             self._rows[handle] = Row(job, TextStream(self.tokenizer, job.sampling.stop), generator,
@@ -170,13 +214,17 @@ class Engine:
         self._advance(outputs)
 
     def _step(self) -> None:
-        outputs = self.decoder.step({h: row.pending for h, row in self._rows.items()})
+        rows = self._rows.values()  # statistics only when some request asked for them
+        outputs = self.decoder.step({h: row.pending for h, row in self._rows.items()},
+                                    token_stats=any(row.job.token_stats for row in rows))
         self.metrics.steps.inc()
         self._advance(outputs)
 
     def _advance(self, outputs: dict[int, RowOutput]) -> None:
         """Sample each row's next token from its logits, send it, and end rows that are done."""
         handles = list(outputs)
+        if not handles:
+            return
         tokens = sample_rows(torch.stack([outputs[h].logits for h in handles]),
                              [self._rows[h] for h in handles], self.tokenizer.vocab_size)
         now = time.perf_counter()
@@ -213,6 +261,14 @@ class Engine:
     def _remove(self, handle: int) -> None:
         self.decoder.remove(handle)
         del self._rows[handle]
+        self._release(1)
+
+    def _release(self, count: int) -> None:
+        """Rows freed: the prefill thread may take more jobs."""
+        if count:
+            with self._wake:
+                self._taken -= count
+                self._wake.notify_all()
 
 
 def sample_rows(logits: torch.Tensor, rows: list[Row], vocab: int) -> list[int]:
