@@ -21,7 +21,7 @@ def qkv(length, heads=2, dim=8, seed=0):
     return feature_map(q), feature_map(k), v
 
 
-@pytest.mark.parametrize("window,overlap", [(8, False), (8, True), (6, False), (70, False), (128, False)])
+@pytest.mark.parametrize("window,overlap", [(8, False), (8, True), (6, False), (70, False), (128, False), (256, False)])
 def test_chunked_and_recurrent_linear_attention_equal_the_quadratic_reference(window, overlap):
     q, k, v = qkv(150)
     want = reference_linear_attention(q, k, v, window, overlap)
@@ -30,7 +30,7 @@ def test_chunked_and_recurrent_linear_attention_equal_the_quadratic_reference(wi
     torch.testing.assert_close(recurrent_linear_attention(q, k, v, 0, window, overlap, state), want)
 
 
-@pytest.mark.parametrize("window,overlap", [(8, False), (8, True), (70, False)])
+@pytest.mark.parametrize("window,overlap", [(8, False), (8, True), (70, False), (256, False)])
 @pytest.mark.parametrize("splits", [(1, 2, 3), (13, 45, 46), (8, 16, 100), (64, 149)])
 def test_chunked_form_continues_from_state_at_any_split(window, overlap, splits):
     q, k, v = qkv(150)

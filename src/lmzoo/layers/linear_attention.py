@@ -101,12 +101,16 @@ def chunked_linear_attention(q, k, v, start: int, window: int, overlap: bool,
     B, H, n, dh = q.shape
     chunk = chunk_size(window)
     # Pad on the absolute grid: on the left back to the start of `start`'s window (or chunk, with
-    # overlap), on the right to a whole one; padded keys are zero, so they add nothing.
+    # overlap), on the right to a whole one; padded keys are zero, so they add nothing. A call that
+    # ends in its first window is padded to a whole chunk only: a short prompt pays for its own
+    # chunks, not for the window's (a 35-token prompt and a 256-token window: 1 chunk, not 4).
     align = chunk if overlap else window
-    left, right = start % align, (-(start + n)) % align
+    left = start % align
+    pad_to = chunk if left + n <= align else align
+    right = (-(left + n)) % pad_to
     q, k, v = (F.pad(t, (0, 0, left, right)) for t in (q, k, v))
-    per_group = align // chunk
-    groups = q.shape[2] // align
+    per_group = min(align, left + n + right) // chunk
+    groups = q.shape[2] // (per_group * chunk)
     qc, kc, vc = (t.reshape(B, H, groups, per_group, chunk, -1) for t in (q, k, v))
 
     scores = (qc @ kc.transpose(-1, -2)).tril()                         # within each chunk
