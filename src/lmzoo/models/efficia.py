@@ -170,14 +170,7 @@ class EfficiaBlock(nn.Module):
         h = self.stream_norm(lcp)
         if context.one_token and self.step_ready(state):
             streams, updates = self.segment_streams_step(x, lcp, h, context, state)
-            weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
-            if context.token_stats is not None:
-                context.fusion.append(weights.detach())
-            # The same weighted sum of the updates as below, as one product and one sum over the
-            # stacked updates (elementwise, so in fp32 under autocast as below; a matmul would not be).
-            fused = x + (weights[..., None] * torch.stack(updates, -2)).sum(-2)
-            return fused + self.ffn.step(self.ffn_norm(fused))
-        if isinstance(context.start, torch.Tensor):
+        elif isinstance(context.start, torch.Tensor):
             streams, updates = self.segment_streams_rows(x, lcp, h, context, state)
         else:
             streams, updates = self.segment_streams(x, lcp, h, context, state)
@@ -186,6 +179,11 @@ class EfficiaBlock(nn.Module):
         weights = self.fusion(torch.cat(streams, -1)).softmax(-1)
         if context.token_stats is not None:
             context.fusion.append(weights.detach())
+        if x.shape[1] == 1:  # decoding (rows at one position or each at its own)
+            # The same weighted sum of the updates as below, as one product and one sum over the
+            # stacked updates (elementwise, so in fp32 under autocast as below; a matmul would not be).
+            fused = x + (weights[..., None] * torch.stack(updates, -2)).sum(-2)
+            return fused + self.ffn.step(self.ffn_norm(fused))
         fused = x + sum(w[..., None] * u for w, u in zip(weights.unbind(-1), updates))
         return fused + self.ffn(self.ffn_norm(fused))
 
