@@ -254,7 +254,9 @@ def test_rows_keep_decoding_while_a_prompt_is_prefilled_and_a_failed_prefill_fai
             release.set()
             failing.join(30)
             monkeypatch.setattr(decoder, "prefill", real_prefill)
-            next(lines)  # and after it failed
+            after = [json.loads(next(lines)[6:]) for _ in range(5)]  # and after it failed: text, no error
+            assert all("error" not in chunk and chunk["choices"][0]["finish_reason"] is None for chunk in after)
+            assert httpx.get(server.url + "/health").json()["active"] == 1
         assert threads[0] == "lmzoo-prefill"
         assert threads[1].status_code == 500 and "prefill exploded" in threads[1].json()["error"]["message"]
         answer = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2})

@@ -171,7 +171,10 @@ class Engine:
                 ready, self._ready = self._ready, []
             self._drop_cancelled()
             for jobs, prefilled in ready:
-                self._guarded(lambda: self._admit(jobs, prefilled), jobs)
+                if isinstance(prefilled, Exception):  # only these requests fail; the batch goes on
+                    self._fail(jobs, prefilled)
+                else:
+                    self._guarded(lambda: self._admit(jobs, prefilled), jobs)
             if self._rows:
                 self._guarded(self._step)
             self.metrics.observe_load(len(self._rows), len(self._waiting), self.decoder.nbytes())
@@ -187,17 +190,21 @@ class Engine:
         except Exception as err:  # noqa: BLE001 - one bad request must not stop the server
             log.exception("decoding failed")
             in_rows = {id(row.job) for row in self._rows.values()}
-            jobs = {id(job): job for job in [*(row.job for row in self._rows.values()), *admitting]}
+            jobs = [row.job for row in self._rows.values()]
             for handle in list(self._rows):
                 self._remove(handle)
-            self._release(sum(id(job) not in in_rows for job in admitting))  # those that got no row
-            for job in jobs.values():
+            self._fail([job for job in admitting if id(job) not in in_rows], err)  # those with no row yet
+            for job in jobs:
                 job.emit(Failed(f"decoding failed: {type(err).__name__}: {err}"))
 
-    def _admit(self, jobs: list[Job], prefilled: Prefilled | Exception) -> None:
+    def _fail(self, jobs: list[Job], err: Exception) -> None:
+        """Fail jobs that hold no row (their prefill or admission failed) and free their places."""
+        self._release(len(jobs))
+        for job in jobs:
+            job.emit(Failed(f"decoding failed: {type(err).__name__}: {err}"))
+
+    def _admit(self, jobs: list[Job], prefilled: Prefilled) -> None:
         """Join prompts prefilled on the prefill thread to the batch and sample their first tokens."""
-        if isinstance(prefilled, Exception):
-            raise prefilled
         handles = self.decoder.join(prefilled)
         outputs = {}
         for job, handle, out in zip(jobs, handles, prefilled.outputs):
