@@ -45,20 +45,16 @@ class LinearAttentionState(LayerState):
     batch_dims = {"S": 0, "z": 0, "tail": 0}
 
 
-def recurrent_linear_attention(q, k, v, start: int | torch.Tensor, window: int, overlap: bool,
+def recurrent_linear_attention(q, k, v, start: int, window: int, overlap: bool,
                                state: LinearAttentionState) -> torch.Tensor:
     """Token by token from `state` (updated in place); `start` is the absolute position of q[..., 0, :]
-    (an int, or per-row starts [B]: each row's sums then restart at its own window starts)."""
+    (rows at their own positions decode through `linear_attention_step`)."""
     B, H, n, dh = q.shape
     if state.S is None:
         state.S, state.z = q.new_zeros(B, H, dh, dh), q.new_zeros(B, H, dh)
     outs = []
     for t in range(n):
-        restart = not overlap and (start + t) % window == 0  # a new window: the sums restart
-        if isinstance(restart, torch.Tensor):  # per row
-            restart = restart[:, None, None]
-            state.S, state.z = state.S.masked_fill(restart[..., None], 0), state.z.masked_fill(restart, 0)
-        elif restart:
+        if not overlap and (start + t) % window == 0:  # a new window: the sums restart
             state.S, state.z = torch.zeros_like(state.S), torch.zeros_like(state.z)
         kt, vt, qt = k[:, :, t], v[:, :, t], q[:, :, t]
         state.S = state.S + kt[..., :, None] * vt[..., None, :]
@@ -72,7 +68,7 @@ def linear_attention_step(q, k, v, restart: bool | torch.Tensor, state: LinearAt
     """One token of every row (q, k, v [B, H, 1, dh], feature-mapped), from sums `state` already
     holds: `recurrent_linear_attention`'s arithmetic in fewer, fused ops (decoding). `restart`:
     whether the token starts a window, for all rows or per row ([B] bool, rows at their own
-    positions). Out of place, so autograd and states shared by `take` copies stay safe."""
+    positions). Out of place, so autograd stays safe."""
     B, H, _, dh = q.shape
     kt, qt = k.view(B, H, dh), q.view(B, H, 1, dh)
     if isinstance(restart, torch.Tensor):  # per row: the restarting rows' sums times 0 (a product, not a

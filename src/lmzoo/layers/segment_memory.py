@@ -190,7 +190,6 @@ class GlobalMemoryGate(nn.Module):
         """One token per row (x, h [B, 1, D]; `doc` [B] its document): it reads the FIFO as it stands;
         rows whose segment it closes (`closing`: their indices) then push the summary of their
         full `segment` (None when no row closes one)."""
-        B = x.shape[0]
         out = self.read_one(x, h, doc, state)
         if segment is not None:
             # Only the closing rows' FIFOs move, in place: a select over every row with a broadcast
